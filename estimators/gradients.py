@@ -1,0 +1,122 @@
+"""Gradient estimators for a categorical sample.
+
+Notation: logits theta [..., K]; tau > 0; U uniform noise of theta's shape;
+G = -log(-log U); the sample s = argmax_k(theta_k + G_k) ~ Categorical(softmax(theta));
+D = one_hot(s); J(p) = diag(p) - p p^T; g = dL/dD.
+
+Every estimator returns D itself in the forward pass (so all estimators see
+the same sample for the same noise) and differs only in its backward pass,
+``logit_grad``: dL/dtheta as a function of (theta, D, U, tau, g). Each one is
+linear in g.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import _checks
+from .noise import gumbel
+
+
+def simplex_jvp(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """J(p) g = p * (g - <p, g>) along the last axis, J(p) = diag(p) - p p^T."""
+    return p * (g - (p * g).sum(-1, keepdim=True))
+
+
+def sample_index(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """s = argmax_k(theta_k + G_k): the Gumbel-max sample, int64 [...]."""
+    return torch.argmax(logits + gumbel(uniform), dim=-1)
+
+
+class _OneHotEstimator(torch.autograd.Function):
+    """Forward: D = one_hot(index) in the logits' dtype. Subclasses define the backward."""
+
+    needs_uniform = False
+
+    @staticmethod
+    def forward(ctx, logits, index, uniform, tau):
+        one_hot = F.one_hot(index.long(), logits.shape[-1]).to(logits.dtype)
+        ctx.tau = tau
+        ctx.save_for_backward(logits, index, uniform)
+        return one_hot
+
+    @staticmethod
+    def saved(ctx):
+        logits, index, uniform = ctx.saved_tensors
+        return logits, F.one_hot(index.long(), logits.shape[-1]).to(logits.dtype), uniform
+
+
+class StraightThrough(_OneHotEstimator):
+    """Straight-through estimator (Bengio, Leonard & Courville 2013, arXiv:1308.3432).
+
+    Output D + p - sg(p) with p = softmax(theta / tau), so
+        dL/dtheta = J(p) g / tau.
+    """
+
+    @staticmethod
+    def logit_grad(logits, one_hot, uniform, tau, grad):
+        return simplex_jvp(torch.softmax(logits / tau, dim=-1), grad) / tau
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, one_hot, uniform = _OneHotEstimator.saved(ctx)
+        return StraightThrough.logit_grad(logits, one_hot, uniform, ctx.tau, grad), None, None, None
+
+
+class ReinMax(_OneHotEstimator):
+    """ReinMax (Liu, Liu, Gao, Chen & Han, NeurIPS 2023, arXiv:2304.08612), second order.
+
+    pi0 = softmax(theta), pi1 = (softmax(theta / tau) + D) / 2,
+        dL/dtheta = 2 J(pi1) g - J(pi0) g / 2.
+    """
+
+    @staticmethod
+    def logit_grad(logits, one_hot, uniform, tau, grad):
+        pi0 = torch.softmax(logits, dim=-1)
+        pi1 = (torch.softmax(logits / tau, dim=-1) + one_hot) / 2
+        return 2 * simplex_jvp(pi1, grad) - simplex_jvp(pi0, grad) / 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, one_hot, uniform = _OneHotEstimator.saved(ctx)
+        return ReinMax.logit_grad(logits, one_hot, uniform, ctx.tau, grad), None, None, None
+
+
+class GumbelSoftmax(_OneHotEstimator):
+    """Straight-through Gumbel-softmax (Jang, Gu & Poole, ICLR 2017, arXiv:1611.01144).
+
+    y = softmax((theta + G) / tau), output D + y - sg(y), so
+        dL/dtheta = J(y) g / tau.
+    """
+
+    needs_uniform = True
+
+    @staticmethod
+    def logit_grad(logits, one_hot, uniform, tau, grad):
+        return simplex_jvp(torch.softmax((logits + gumbel(uniform)) / tau, dim=-1), grad) / tau
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, one_hot, uniform = _OneHotEstimator.saved(ctx)
+        return GumbelSoftmax.logit_grad(logits, one_hot, uniform, ctx.tau, grad), None, None, None
+
+
+ESTIMATOR_FUNCTIONS: dict[str, type[_OneHotEstimator]] = {
+    "ste": StraightThrough,
+    "reinmax": ReinMax,
+    "gumbel": GumbelSoftmax,
+}
+ESTIMATORS = tuple(ESTIMATOR_FUNCTIONS)
+
+
+def estimate(name: str, logits: torch.Tensor, uniform: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """One-hot sample D = one_hot(argmax(logits + G(uniform))), in the logits' dtype and shape.
+
+    Its backward is the named estimator's (see ``ESTIMATORS``).
+    """
+    _checks.check_choice("estimator", name, ESTIMATORS)
+    tau = _checks.check_tau(tau)
+    _checks.check_logits_and_noise(logits, uniform)
+    index = sample_index(logits.detach(), uniform)
+    return ESTIMATOR_FUNCTIONS[name].apply(logits, index, uniform, tau)

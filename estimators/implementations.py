@@ -1,0 +1,126 @@
+"""Ways to apply per-sample stochastic weights to a batch.
+
+A stochastic linear layer has weight W [out, in], bias [out], logits theta
+[out, in, K] and a codebook c [K]. For sample b (a row of the batch):
+D_b = estimator(theta, U_b), m_b = D_b . c, W_b = W * m_b, y_b = x_b W_b^T + bias.
+
+Every implementation gets its masks from ``MaskDraw``, which draws them from
+the one shared sampler, so all of them compute the same function and differ
+only in how the per-sample weights are applied and differentiated:
+
+- ``current``: the single-sample path (batch 1 only), the speedup baseline;
+- ``loop``, ``einsum``, ``bmm``, ``vmap``: materialise W_b for every sample.
+
+``FLOOR`` ("shared") is not an implementation of the per-sample layer: every
+row uses the mask of the batch's first sample, the cost floor that per-sample
+discreteness is measured against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import noise, sampler
+from .gradients import ESTIMATOR_FUNCTIONS
+
+FLOOR = "shared"
+
+
+@dataclass(frozen=True)
+class MaskDraw:
+    """What one forward pass draws: estimator, temperature, seed and the sample index of each row."""
+
+    estimator: str
+    implementation: str
+    tau: float
+    seed: int
+    samples: range
+
+    def index(self, layer) -> torch.Tensor:
+        """uint8 [B, out, in]: the sampled category of every weight, for each row."""
+        return sampler.draw_index(layer.logits, self.seed, layer.param_id, self.samples)
+
+    def uniform(self, layer) -> torch.Tensor | None:
+        """The noise U [B, out, in, K], if the estimator's backward needs it; else None."""
+        if not ESTIMATOR_FUNCTIONS[self.estimator].needs_uniform:
+            return None
+        return noise.uniform(self.seed, layer.param_id, self.samples, layer.logits.shape, layer.logits.device)
+
+
+def masked_weight(estimator, weight, logits, codebook, index, uniform, tau):
+    """W_b = W * (D_b . c), [B, out, in], with D_b = one_hot(index_b) carrying the estimator's backward."""
+    batch = index.shape[0]
+    one_hot = ESTIMATOR_FUNCTIONS[estimator].apply(logits.expand(batch, *logits.shape), index, uniform, tau)
+    return weight * (one_hot @ codebook)
+
+
+def _materialised(x, layer, draw):
+    return masked_weight(
+        draw.estimator, layer.weight, layer.logits, layer.codebook, draw.index(layer), draw.uniform(layer), draw.tau
+    )
+
+
+def current(x, layer, draw):
+    weights = _materialised(x, layer, draw)
+    return F.linear(x[0], weights[0], layer.bias)[None]
+
+
+def loop(x, layer, draw):
+    weights = _materialised(x, layer, draw)
+    return torch.stack([F.linear(x[b], weights[b], layer.bias) for b in range(x.shape[0])])
+
+
+def einsum(x, layer, draw):
+    return torch.einsum("bti,boi->bto", x, _materialised(x, layer, draw)) + layer.bias
+
+
+def masked_bmm(x, weight, bias, logits, codebook, index, uniform, estimator: str, tau: float):
+    """y_b = x_b W_b^T + bias through one batched matmul."""
+    weights = masked_weight(estimator, weight, logits, codebook, index, uniform, tau)
+    return torch.baddbmm(bias, x, weights.transpose(1, 2))
+
+
+def bmm(x, layer, draw):
+    return masked_bmm(
+        x, layer.weight, layer.bias, layer.logits, layer.codebook,
+        draw.index(layer), draw.uniform(layer), draw.estimator, draw.tau,
+    )  # fmt: skip
+
+
+def vmap(x, layer, draw):
+    return torch.func.vmap(F.linear, in_dims=(0, 0, None))(x, _materialised(x, layer, draw), layer.bias)
+
+
+def shared(x, layer, draw):
+    """The floor: one mask, that of the batch's first sample, for every row."""
+    first = MaskDraw(draw.estimator, draw.implementation, draw.tau, draw.seed, draw.samples[:1])
+    weights = _materialised(x, layer, first)
+    return F.linear(x, weights[0], layer.bias)
+
+
+IMPLEMENTATION_FUNCTIONS = {
+    "current": current,
+    "loop": loop,
+    "einsum": einsum,
+    "bmm": bmm,
+    "vmap": vmap,
+}
+IMPLEMENTATIONS = tuple(IMPLEMENTATION_FUNCTIONS)
+
+
+def check_batch(implementation: str, batch: int) -> None:
+    if implementation == "current" and batch != 1:
+        raise NotImplementedError(
+            f"implementation 'current' is the single-sample path and runs batch size 1 only, got {batch}; "
+            f"for batches use one of {', '.join(i for i in IMPLEMENTATIONS if i != 'current')}"
+        )
+
+
+def apply(x, layer, draw: MaskDraw) -> torch.Tensor:
+    """y [B, T, out] of ``layer`` on x [B, T, in] with ``draw.implementation``."""
+    if draw.implementation == FLOOR:
+        return shared(x, layer, draw)
+    return IMPLEMENTATION_FUNCTIONS[draw.implementation](x, layer, draw)

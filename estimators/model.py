@@ -1,0 +1,152 @@
+"""The stochastic transformer: causal attention whose q, k, v, o projections carry per-sample masks.
+
+Token embedding + learned positions; ``n_layer`` pre-LayerNorm blocks
+(x + attn(ln(x)), then x + mlp(ln(x)) with a dense GELU MLP); a final
+LayerNorm and a dense LM head. Output: logits [B, T, vocab].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import _checks, implementations
+from .config import PRESETS, ModelConfig
+from .gradients import ESTIMATORS
+from .implementations import FLOOR, IMPLEMENTATIONS, MaskDraw
+
+PROJECTIONS = ("q", "k", "v", "o")
+LOGIT_INIT_BIAS = 1.5  # added to the logit of the largest code: most weights start "kept"
+
+
+class StochasticLinear(nn.Module):
+    """y_b = x_b (W * m_b)^T + bias, m_b = D_b . c, D_b = estimator(logits, U_b).
+
+    ``param_id`` names this layer's noise stream (see ``noise.uniform``).
+    """
+
+    def __init__(self, d_in: int, d_out: int, config: ModelConfig, param_id: int):
+        super().__init__()
+        self.param_id = param_id
+        self.weight = nn.Parameter(torch.empty(d_out, d_in))
+        self.bias = nn.Parameter(torch.empty(d_out))
+        self.logits = nn.Parameter(torch.empty(d_out, d_in, config.num_categories))
+        self.register_buffer("codebook", torch.tensor(config.codebook_values, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor, draw: MaskDraw) -> torch.Tensor:
+        return implementations.apply(x, self, draw)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.n_head = config.n_head
+        d = config.d_model
+        self.q, self.k, self.v, self.o = (
+            StochasticLinear(d, d, config, param_id=len(PROJECTIONS) * layer + j) for j in range(len(PROJECTIONS))
+        )
+
+    def forward(self, x: torch.Tensor, draw: MaskDraw) -> torch.Tensor:
+        batch, time, width = x.shape
+
+        def heads(y):
+            return y.view(batch, time, self.n_head, width // self.n_head).transpose(1, 2)
+
+        y = F.scaled_dot_product_attention(heads(self.q(x, draw)), heads(self.k(x, draw)), heads(self.v(x, draw)), is_causal=True)
+        return self.o(y.transpose(1, 2).reshape(batch, time, width), draw)
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(config.d_model)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_mlp = nn.LayerNorm(config.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.d_model, config.d_ff), nn.GELU(), nn.Linear(config.d_ff, config.d_model)
+        )
+
+    def forward(self, x: torch.Tensor, draw: MaskDraw) -> torch.Tensor:
+        x = x + self.attn(self.ln_attn(x), draw)
+        return x + self.mlp(self.ln_mlp(x))
+
+
+class StochasticTransformer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.position_embedding = nn.Embedding(config.seq_len, config.d_model)
+        self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
+        self.ln_final = nn.LayerNorm(config.d_model)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+
+    def stochastic_layers(self) -> list[StochasticLinear]:
+        return [m for m in self.modules() if isinstance(m, StochasticLinear)]
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """Deterministic init from ``generator`` (CPU): N(0, 0.02) weights, zero biases, N(0, 1) logits."""
+        for name, p in self.named_parameters():
+            with torch.no_grad():
+                if name.endswith("logits"):
+                    p.copy_(torch.randn(p.shape, generator=generator))
+                    p[..., int(torch.tensor(self.config.codebook_values).argmax())] += LOGIT_INIT_BIAS
+                elif "ln_" in name:
+                    p.fill_(1.0 if name.endswith("weight") else 0.0)
+                elif name.endswith("bias"):
+                    p.zero_()
+                else:
+                    p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        estimator: str,
+        implementation: str,
+        seed: int,
+        tau: float = 1.0,
+        sample_offset: int = 0,
+    ) -> torch.Tensor:
+        """Logits [B, T, vocab] with per-sample masks drawn under ``seed``.
+
+        Row b is sample ``sample_offset + b``: its masks do not depend on the
+        batch it sits in. ``implementation`` is one of ``IMPLEMENTATIONS`` or
+        ``FLOOR`` ("shared": every row uses the first row's mask).
+        """
+        _checks.check_choice("estimator", estimator, ESTIMATORS)
+        _checks.check_choice("implementation", implementation, IMPLEMENTATIONS + (FLOOR,))
+        tau = _checks.check_tau(tau)
+        _checks.check_seed(seed)
+        _checks.check_tokens(tokens, self.config.vocab_size, self.config.seq_len)
+        batch, time = tokens.shape
+        if isinstance(sample_offset, bool) or not isinstance(sample_offset, int) or not 0 <= sample_offset <= 2**32 - batch:
+            raise ValueError(f"sample_offset must be an int in [0, 2**32 - batch], got {sample_offset!r}")
+        implementations.check_batch(implementation, batch)
+
+        draw = MaskDraw(estimator, implementation, tau, seed, range(sample_offset, sample_offset + batch))
+        positions = torch.arange(time, device=tokens.device)
+        x = self.token_embedding(tokens) + self.position_embedding(positions)
+        for block in self.blocks:
+            x = block(x, draw)
+        return self.head(self.ln_final(x))
+
+
+def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of logits[:, t] against tokens[:, t + 1]: the training loss."""
+    vocab = logits.shape[-1]
+    return F.cross_entropy(logits[:, :-1].reshape(-1, vocab), tokens[:, 1:].reshape(-1), reduction=reduction)
+
+
+def build_model(preset: str | ModelConfig, device: str | torch.device = "cpu", seed: int = 0) -> StochasticTransformer:
+    """A float32 model of a named preset (see ``PRESETS``) or a ``ModelConfig``, initialised from ``seed``."""
+    if isinstance(preset, ModelConfig):
+        config = preset
+    else:
+        _checks.check_choice("preset", preset, PRESETS)
+        config = PRESETS[preset]
+    _checks.check_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # the modules' default init must not move the caller's RNG
+        model = StochasticTransformer(config)
+    model.reset_parameters(torch.Generator().manual_seed(seed))
+    return model.to(device)

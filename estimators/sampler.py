@@ -1,0 +1,50 @@
+"""The one sampler every implementation draws its masks from.
+
+For logits theta [out, in, K] of parameter ``param``, sample ``b`` draws
+s_b = argmax_k(theta_k + G_k(U_b)) with U_b the counter-based noise of
+``noise.uniform``, then ``gradients.sample_index`` on that noise.
+Implementations differ only in how they apply the masks, never in which
+masks they draw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from . import noise
+from .gradients import sample_index
+
+
+def draw_index(logits: torch.Tensor, seed: int, param: int, samples: Sequence[int]) -> torch.Tensor:
+    """Category index of every weight for each sample: uint8 [len(samples), *logits.shape[:-1]]."""
+    logits = logits.detach()
+    uniform = noise.uniform(seed, param, samples, logits.shape, logits.device)
+    return sample_index(logits, uniform).to(torch.uint8)
+
+
+def draw_bits(logits: torch.Tensor, seed: int, param: int, samples: Sequence[int]) -> torch.Tensor:
+    """For K = 2: the index bits packed 8 to a byte, uint8 [len(samples), ceil(W / 8)].
+
+    W = out * in; bit j of byte i holds weight 8 i + j (flat, row-major).
+    """
+    if logits.shape[-1] != 2:
+        raise ValueError(f"packed masks need K = 2 categories, got K = {logits.shape[-1]}")
+    logits = logits.detach()
+    return pack_bits(draw_index(logits, seed, param, samples))
+
+
+def pack_bits(index: torch.Tensor) -> torch.Tensor:
+    """Pack a 0/1 uint8 index [B, ...] into uint8 [B, ceil(W / 8)], little-endian bit order."""
+    flat = index.reshape(index.shape[0], -1).cpu().numpy()
+    packed = np.packbits(flat, axis=1, bitorder="little")
+    return torch.from_numpy(packed).to(index.device)
+
+
+def unpack_bits(bits: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Inverse of ``pack_bits``: uint8 0/1 [B, *shape]."""
+    count = int(np.prod(shape))
+    flat = np.unpackbits(bits.cpu().numpy(), axis=1, count=count, bitorder="little")
+    return torch.from_numpy(flat).view(bits.shape[0], *shape).to(bits.device)

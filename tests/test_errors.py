@@ -1,0 +1,165 @@
+"""Bad input gets a clear error that names the valid choices; nothing is clamped or ignored."""
+
+import math
+
+import pytest
+import torch
+
+import estimators
+
+from conftest import CONFIGS
+
+
+@pytest.fixture(scope="module")
+def model():
+    return estimators.build_model(CONFIGS["tiny"], seed=0)
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return torch.randint(0, CONFIGS["tiny"].vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
+
+
+def _estimate_args(shape=(4, 3), dtype=torch.float32):
+    return torch.randn(shape, dtype=dtype), torch.rand(shape, dtype=dtype).clamp(1e-4, 1 - 1e-4)
+
+
+def test_unknown_estimator_names_the_choices():
+    with pytest.raises(ValueError, match=r"unknown estimator 'st'.*'ste', 'reinmax', 'gumbel'"):
+        estimators.estimate("st", *_estimate_args())
+
+
+@pytest.mark.parametrize("tau", [0, -1.0, math.nan, math.inf, "1", True])
+def test_bad_tau(tau):
+    with pytest.raises(ValueError, match="tau must be a finite number > 0"):
+        estimators.estimate("ste", *_estimate_args(), tau=tau)
+
+
+def test_nan_logits():
+    logits, uniform = _estimate_args()
+    logits[1, 2] = math.nan
+    with pytest.raises(ValueError, match="logits contain NaN"):
+        estimators.estimate("reinmax", logits, uniform)
+
+
+def test_noise_shape_mismatch():
+    logits, _ = _estimate_args()
+    with pytest.raises(ValueError, match=r"uniform must have the logits' shape \(4, 3\), got \(4, 2\)"):
+        estimators.estimate("ste", logits, torch.rand(4, 2))
+
+
+def test_noise_dtype_mismatch():
+    logits, uniform = _estimate_args()
+    with pytest.raises(TypeError, match="uniform must have the logits' dtype torch.float32, got torch.float64"):
+        estimators.estimate("ste", logits, uniform.double())
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, -0.5])
+def test_noise_outside_open_unit_interval(value):
+    logits, uniform = _estimate_args()
+    uniform[0, 0] = value
+    with pytest.raises(ValueError, match=r"open interval \(0, 1\)"):
+        estimators.estimate("gumbel", logits, uniform)
+
+
+def test_integer_logits():
+    with pytest.raises(TypeError, match="logits must be a floating-point tensor"):
+        estimators.estimate("ste", torch.ones(4, 3, dtype=torch.int64), torch.rand(4, 3))
+
+
+def test_single_category():
+    with pytest.raises(ValueError, match="K >= 2 categories"):
+        estimators.estimate("ste", *_estimate_args((4, 1)))
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match=r"unknown preset 'big'.*'seed', 'small'"):
+        estimators.build_model("big")
+
+
+def test_unknown_implementation_names_the_choices(model, tokens):
+    with pytest.raises(ValueError, match=r"unknown implementation 'bmn'.*'bmm'.*'shared'"):
+        model(tokens, estimator="ste", implementation="bmn", seed=0)
+
+
+def test_unknown_estimator_in_model(model, tokens):
+    with pytest.raises(ValueError, match=r"unknown estimator 'REINMAX'.*'reinmax'"):
+        model(tokens, estimator="REINMAX", implementation="bmm", seed=0)
+
+
+def test_model_tau(model, tokens):
+    with pytest.raises(ValueError, match="tau must be a finite number > 0"):
+        model(tokens, estimator="ste", implementation="bmm", seed=0, tau=0.0)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, None])
+def test_bad_seed(model, tokens, seed):
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*64\)"):
+        model(tokens, estimator="ste", implementation="bmm", seed=seed)
+
+
+@pytest.mark.parametrize("bad", [-1, 50, 1000])
+def test_token_ids_out_of_range(model, tokens, bad):
+    tokens = tokens.clone()
+    tokens[1, 3] = bad
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 50\)"):
+        model(tokens, estimator="ste", implementation="bmm", seed=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int16, torch.uint8])
+def test_wrong_token_dtype(model, tokens, dtype):
+    with pytest.raises(TypeError, match="tokens must be a torch.int64 or torch.int32 tensor"):
+        model(tokens.to(dtype), estimator="ste", implementation="bmm", seed=0)
+
+
+def test_tokens_not_a_tensor(model):
+    with pytest.raises(TypeError, match="tokens must be a torch.int64 or torch.int32 tensor, got list"):
+        model([[1, 2]], estimator="ste", implementation="bmm", seed=0)
+
+
+@pytest.mark.parametrize("shape", [(8,), (1, 2, 8)])
+def test_wrong_token_rank(model, shape):
+    with pytest.raises(ValueError, match=r"tokens must have rank 2 \[batch, time\]"):
+        model(torch.zeros(shape, dtype=torch.int64), estimator="ste", implementation="bmm", seed=0)
+
+
+@pytest.mark.parametrize("shape", [(1, 17), (0, 4), (1, 0)])
+def test_token_length_beyond_the_model(model, shape):
+    with pytest.raises(ValueError, match=r"tokens must be \[batch >= 1, 1 <= time <= 16\]"):
+        model(torch.zeros(shape, dtype=torch.int64), estimator="ste", implementation="bmm", seed=0)
+
+
+def test_int32_tokens_are_accepted(model, tokens):
+    out = model(tokens.int(), estimator="ste", implementation="bmm", seed=0)
+    assert torch.equal(out, model(tokens, estimator="ste", implementation="bmm", seed=0))
+
+
+def test_current_with_a_batch(model, tokens):
+    with pytest.raises(NotImplementedError, match=r"'current'.*batch size 1 only, got 2.*loop, einsum, bmm"):
+        model(tokens, estimator="ste", implementation="current", seed=0)
+
+
+@pytest.mark.parametrize("offset", [-1, 2**32, 0.5])
+def test_bad_sample_offset(model, tokens, offset):
+    with pytest.raises(ValueError, match="sample_offset must be an int"):
+        model(tokens, estimator="ste", implementation="bmm", seed=0, sample_offset=offset)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(d_model=30, n_head=4), "divisible by n_head"),
+        (dict(num_categories=1), r"num_categories must lie in \[2, 255\]"),
+        (dict(codebook=(0.0, 0.5, 1.0)), "codebook needs num_categories=2 values, got 3"),
+        (dict(vocab_size=0), "vocab_size must be a positive int"),
+    ],
+)
+def test_bad_config(kwargs, message):
+    base = dict(d_model=32, n_head=2, n_layer=1, d_ff=64, vocab_size=50, seq_len=16)
+    with pytest.raises(ValueError, match=message):
+        estimators.ModelConfig(**{**base, **kwargs})
+
+
+def test_packed_masks_need_two_categories():
+    with pytest.raises(ValueError, match="packed masks need K = 2 categories, got K = 3"):
+        estimators.sampler.draw_bits(torch.zeros(2, 2, 3), 0, 0, [0])

@@ -1,0 +1,107 @@
+"""Counter-based noise and the shared sampler: pure, batch-independent, bit-identical across devices."""
+
+import numpy as np
+import pytest
+import torch
+
+from estimators import noise, sampler
+from estimators.gradients import sample_index
+
+
+def _mix32(x):
+    """The finaliser written out again from its constants, independently of the package."""
+    x ^= x >> 16
+    x = (x * 0x21F0AAAD) % 2**32
+    x ^= x >> 15
+    x = (x * 0x735A2D97) % 2**32
+    return x ^ (x >> 15)
+
+
+def _scalar_uniform(seed, param, sample, element):
+    ka, kb = (int(k) for k in noise.sample_keys(seed, param, [sample])[0])
+    h = _mix32(_mix32(element ^ ka) ^ kb)
+    return np.float32(((h >> 9) + 0.5) / 2**23)
+
+
+def test_array_path_matches_scalar_formula():
+    u = noise.uniform(1234, 7, [0, 5], (3, 4, 2))
+    for row, sample in enumerate([0, 5]):
+        flat = u[row].flatten()
+        for element in (0, 1, 9, 23):
+            assert flat[element].item() == _scalar_uniform(1234, 7, sample, element)
+
+
+def test_uniform_is_float32_strictly_inside_unit_interval():
+    u = noise.uniform(0, 0, range(4), (1000, 2))
+    assert u.dtype == torch.float32 and u.shape == (4, 1000, 2)
+    assert (u > 0).all() and (u < 1).all()
+    assert abs(u.mean().item() - 0.5) < 0.01 and abs(u.var().item() - 1 / 12) < 0.005
+
+
+def test_extreme_counters_stay_inside_unit_interval():
+    keys = np.array([[0, 0], [2**32 - 1, 2**32 - 1]], dtype=np.uint32)
+    u = noise._uniform_numpy(keys, 1 << 16)
+    assert u.min() > 0 and u.max() < 1
+
+
+def test_pure_function_of_seed_sample_param_element():
+    a = noise.uniform(42, 3, [0, 1, 2, 3], (16, 16, 2))
+    assert torch.equal(a, noise.uniform(42, 3, [0, 1, 2, 3], (16, 16, 2)))
+    assert torch.equal(a[3], noise.uniform(42, 3, [3], (16, 16, 2))[0]), "a sample's noise ignores the batch"
+    assert torch.equal(a[1:3], noise.uniform(42, 3, [1, 2], (16, 16, 2)))
+    for other in (noise.uniform(43, 3, [0], (16, 16, 2)), noise.uniform(42, 4, [0], (16, 16, 2)), a[1:2]):
+        assert (other[0] != a[0]).float().mean() > 0.99
+
+
+def test_samples_are_uncorrelated():
+    u = noise.uniform(9, 1, range(8), (4096,)).double()
+    corr = torch.corrcoef(u)
+    off_diagonal = corr[~torch.eye(8, dtype=torch.bool)]
+    assert off_diagonal.abs().max() < 5 / 4096**0.5
+
+
+def test_sixty_four_bit_seeds_are_distinct():
+    assert not torch.equal(noise.uniform(2**40, 0, [0], (64,)), noise.uniform(0, 0, [0], (64,)))
+
+
+def test_cpu_sampler_is_gumbel_argmax_of_the_noise():
+    logits = torch.randn(20, 30, 3, generator=torch.Generator().manual_seed(0))
+    index = sampler.draw_index(logits, 5, 2, range(4))
+    assert index.dtype == torch.uint8 and index.shape == (4, 20, 30)
+    want = sample_index(logits, noise.uniform(5, 2, range(4), logits.shape))
+    assert torch.equal(index.long(), want)
+
+
+def test_bits_pack_the_index():
+    logits = torch.randn(9, 13, 2, generator=torch.Generator().manual_seed(1))  # 117 weights: a partial byte
+    index = sampler.draw_index(logits, 1, 0, range(3))
+    bits = sampler.draw_bits(logits, 1, 0, range(3))
+    assert bits.shape == (3, 15)
+    assert torch.equal(sampler.unpack_bits(bits, (9, 13)), index)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_noise_is_bit_identical_to_cpu():
+    shape = (257, 129, 2)
+    cpu = noise.uniform(77, 11, [0, 3, 1000], shape)
+    cuda = noise.uniform(77, 11, [0, 3, 1000], shape, device="cuda")
+    assert torch.equal(cuda.cpu(), cpu)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("k", [2, 3])
+def test_cuda_sampler_matches_cpu_up_to_last_bit_ties(k):
+    logits = torch.randn(300, 200, k, generator=torch.Generator().manual_seed(k))
+    cpu = sampler.draw_index(logits, 3, 1, range(5))
+    cuda = sampler.draw_index(logits.cuda(), 3, 1, range(5)).cpu()
+    differ = cpu != cuda
+    if differ.any():  # only where two categories tie to float32 rounding
+        values = (logits + noise.gumbel(noise.uniform(3, 1, range(5), logits.shape))).double()
+        top2 = values.topk(2, dim=-1).values
+        assert ((top2[..., 0] - top2[..., 1])[differ] < 1e-5).all()
+    assert differ.float().mean() < 1e-5
+    if k == 2:
+        bits = sampler.draw_bits(logits.cuda(), 3, 1, range(5))
+        assert torch.equal(sampler.unpack_bits(bits, logits.shape[:-1]).cpu(), cuda)

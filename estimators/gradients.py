@@ -7,7 +7,8 @@ D = one_hot(s); J(p) = diag(p) - p p^T; g = dL/dD.
 Every estimator returns D itself in the forward pass (so all estimators see
 the same sample for the same noise) and differs only in its backward pass,
 ``logit_grad``: dL/dtheta as a function of (theta, D, U, tau, g). Each one is
-linear in g.
+linear in g, which the fused implementation relies on (it applies
+``logit_grad`` to g = codebook to get dm/dtheta of a mask m = D . c).
 """
 
 from __future__ import annotations

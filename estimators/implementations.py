@@ -9,7 +9,8 @@ the one shared sampler, so all of them compute the same function and differ
 only in how the per-sample weights are applied and differentiated:
 
 - ``current``: the single-sample path (batch 1 only), the speedup baseline;
-- ``loop``, ``einsum``, ``bmm``, ``vmap``: materialise W_b for every sample.
+- ``loop``, ``einsum``, ``bmm``, ``vmap``: materialise W_b for every sample;
+- ``fused``: never materialises W_b (see ``fused.py``).
 
 ``FLOOR`` ("shared") is not an implementation of the per-sample layer: every
 row uses the mask of the batch's first sample, the cost floor that per-sample
@@ -94,6 +95,12 @@ def vmap(x, layer, draw):
     return torch.func.vmap(F.linear, in_dims=(0, 0, None))(x, _materialised(x, layer, draw), layer.bias)
 
 
+def fused(x, layer, draw):
+    from .fused import fused_linear
+
+    return fused_linear(x, layer, draw)
+
+
 def shared(x, layer, draw):
     """The floor: one mask, that of the batch's first sample, for every row."""
     first = MaskDraw(draw.estimator, draw.implementation, draw.tau, draw.seed, draw.samples[:1])
@@ -107,6 +114,7 @@ IMPLEMENTATION_FUNCTIONS = {
     "einsum": einsum,
     "bmm": bmm,
     "vmap": vmap,
+    "fused": fused,
 }
 IMPLEMENTATIONS = tuple(IMPLEMENTATION_FUNCTIONS)
 

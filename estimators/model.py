@@ -29,6 +29,7 @@ class StochasticLinear(nn.Module):
     def __init__(self, d_in: int, d_out: int, config: ModelConfig, param_id: int):
         super().__init__()
         self.param_id = param_id
+        self.codes = config.codebook_values  # c as Python floats, for kernels that take scalars
         self.weight = nn.Parameter(torch.empty(d_out, d_in))
         self.bias = nn.Parameter(torch.empty(d_out))
         self.logits = nn.Parameter(torch.empty(d_out, d_in, config.num_categories))

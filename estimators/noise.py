@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from . import _checks
+from . import _backend, _checks
 
 MASK32 = 0xFFFFFFFF
 MIX_MULTIPLIERS = (0x21F0AAAD, 0x735A2D97)
@@ -98,6 +98,9 @@ def uniform(
     if numel >= 2**32:
         raise ValueError(f"a parameter of {numel} elements exceeds the 2**32 element counter")
     keys = sample_keys(seed, param, samples)
+    kernels = _backend.triton_kernels(device)
+    if kernels is not None:
+        return kernels.uniform(keys, numel, device).view(len(samples), *shape)
     return torch.from_numpy(_uniform_numpy(keys, numel)).view(len(samples), *shape).to(device)
 
 

@@ -2,9 +2,11 @@
 
 For logits theta [out, in, K] of parameter ``param``, sample ``b`` draws
 s_b = argmax_k(theta_k + G_k(U_b)) with U_b the counter-based noise of
-``noise.uniform``, then ``gradients.sample_index`` on that noise.
-Implementations differ only in how they apply the masks, never in which
-masks they draw.
+``noise.uniform``. On CPU this is ``gradients.sample_index`` on that noise; on
+CUDA a Triton kernel computes the same noise and argmax in registers without
+writing U (also on CPU under TRITON_INTERPRET=1). Implementations differ only in how they apply the masks, never in
+which masks they draw. (CPU and CUDA noise agree bit for bit; the float argmax
+on top may differ where two categories tie to the last bit.)
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from . import noise
+from . import _backend, noise
 from .gradients import sample_index
 
 
 def draw_index(logits: torch.Tensor, seed: int, param: int, samples: Sequence[int]) -> torch.Tensor:
     """Category index of every weight for each sample: uint8 [len(samples), *logits.shape[:-1]]."""
     logits = logits.detach()
+    kernels = _backend.triton_kernels(logits.device)
+    if kernels is not None:
+        return kernels.sample_index(logits, noise.sample_keys(seed, param, samples))
     uniform = noise.uniform(seed, param, samples, logits.shape, logits.device)
     return sample_index(logits, uniform).to(torch.uint8)
 
@@ -33,6 +38,9 @@ def draw_bits(logits: torch.Tensor, seed: int, param: int, samples: Sequence[int
     if logits.shape[-1] != 2:
         raise ValueError(f"packed masks need K = 2 categories, got K = {logits.shape[-1]}")
     logits = logits.detach()
+    kernels = _backend.triton_kernels(logits.device)
+    if kernels is not None:
+        return kernels.sample_bits(logits, noise.sample_keys(seed, param, samples))
     return pack_bits(draw_index(logits, seed, param, samples))
 
 

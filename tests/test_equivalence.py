@@ -85,7 +85,7 @@ def test_gradient_check_can_fail():
         assert_gradients_close({"a": want["a"] * 1.001, "b": want["b"]}, want)
 
 
-@pytest.mark.parametrize("implementation", ["loop", "bmm"])
+@pytest.mark.parametrize("implementation", ["loop", "bmm", "fused"])
 def test_sample_alone_equals_sample_inside_batch(implementation, device):
     config = CONFIGS["tiny"]
     model = estimators.build_model(config, device=device, seed=0)

@@ -78,7 +78,7 @@ def test_unknown_preset_names_the_choices():
 
 
 def test_unknown_implementation_names_the_choices(model, tokens):
-    with pytest.raises(ValueError, match=r"unknown implementation 'bmn'.*'bmm'.*'shared'"):
+    with pytest.raises(ValueError, match=r"unknown implementation 'bmn'.*'bmm'.*'fused'.*'shared'"):
         model(tokens, estimator="ste", implementation="bmn", seed=0)
 
 

@@ -1,0 +1,122 @@
+"""The Triton kernels against torch references: on CUDA, and on CPU under Triton's interpreter.
+
+Without a GPU, ``test_kernels_under_the_interpreter`` re-runs these tests and
+the fused implementation's equivalence tests in a subprocess with
+TRITON_INTERPRET=1, so CI checks the kernels' math on the CPU.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from estimators import _backend, noise, sampler
+from estimators.gradients import sample_index
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_kernels = pytest.mark.skipif(
+    _backend.triton_kernels(KERNEL_DEVICE) is None, reason="Triton kernels need CUDA or TRITON_INTERPRET=1"
+)
+
+
+@pytest.mark.skipif(INTERPRETED or torch.cuda.is_available(), reason="runs the interpreter from a plain CPU run")
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_kernels_under_the_interpreter():
+    root = Path(__file__).parent
+    command = [
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        str(root / "test_triton_kernels.py"), str(root / "test_noise.py"),
+        str(root / "test_equivalence.py"), "-k", "fused or not test_equivalence",
+    ]  # fmt: skip
+    result = subprocess.run(command, env={**os.environ, "TRITON_INTERPRET": "1"}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert " passed" in result.stdout and " failed" not in result.stdout
+
+
+def _kernels():
+    return _backend.triton_kernels(KERNEL_DEVICE)
+
+
+@needs_kernels
+def test_kernel_uniform_is_bit_identical_to_numpy():
+    keys = noise.sample_keys(5, 3, [0, 1, 77])
+    got = _kernels().uniform(keys, 5000, KERNEL_DEVICE).cpu()
+    assert torch.equal(got, torch.from_numpy(noise._uniform_numpy(keys, 5000)))
+
+
+@needs_kernels
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_kernel_sampler_is_gumbel_argmax(k):
+    logits = torch.randn(37, 29, k, generator=torch.Generator().manual_seed(k))
+    keys = noise.sample_keys(1, 2, range(3))
+    got = _kernels().sample_index(logits.to(KERNEL_DEVICE), keys).cpu()
+    want = sample_index(logits, torch.from_numpy(noise._uniform_numpy(keys, logits.numel())).view(3, *logits.shape))
+    assert (got.long() != want).float().mean() < 1e-4  # ties to the last float32 bit aside
+    if k == 2:
+        bits = _kernels().sample_bits(logits.to(KERNEL_DEVICE), keys)
+        assert torch.equal(sampler.unpack_bits(bits, logits.shape[:-1]).cpu(), got)
+
+
+def _problem(batch=3, time=37, d_in=45, d_out=29, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, time, d_in, generator=gen)
+    weight = torch.randn(d_out, d_in, generator=gen)
+    bias = torch.randn(d_out, generator=gen)
+    logits = torch.randn(d_out, d_in, 2, generator=gen)
+    dy = torch.randn(batch, time, d_out, generator=gen)
+    index = sampler.draw_index(logits, 4, 1, range(batch)).cpu()
+    return x, weight, bias, logits, dy, index
+
+
+@needs_kernels
+@pytest.mark.parametrize("codes", [(0.0, 1.0), (0.25, -1.5)])
+def test_kernel_masked_linear_forward_and_input_grad(codes):
+    x, weight, bias, logits, dy, index = _problem()
+    masks = torch.tensor(codes)[index.long()]
+    bits = sampler.pack_bits(index).to(KERNEL_DEVICE)
+    dev = lambda t: t.to(KERNEL_DEVICE)  # noqa: E731
+    y = _kernels().masked_linear(dev(x), dev(weight), bits, codes, dev(bias)).cpu()
+    assert torch.allclose(y, torch.baddbmm(bias, x, (weight * masks).transpose(1, 2)), atol=1e-4)
+    dx = _kernels().masked_linear_input_grad(dev(dy), dev(weight), bits, codes).cpu()
+    assert torch.allclose(dx, torch.bmm(dy, weight * masks), atol=1e-4)
+
+
+@needs_kernels
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("gumbel", [False, True])
+def test_kernel_masked_weight_grad(batch, gumbel):
+    x, weight, bias, logits, dy, index = _problem(batch=batch)
+    codes = (0.25, 1.0)
+    keys = noise.sample_keys(4, 1, range(batch))
+    dev = lambda t: t.to(KERNEL_DEVICE)  # noqa: E731
+    extra = (dev(logits), keys, 0.7) if gumbel else None
+    total, selected, alpha = (
+        None if t is None else t.cpu()
+        for t in _kernels().masked_weight_grad(dev(dy), dev(x), sampler.pack_bits(index).to(KERNEL_DEVICE), codes, extra)
+    )
+    per_sample = torch.bmm(dy.transpose(1, 2), x)
+    assert torch.allclose(total, per_sample.sum(0), rtol=1e-4, atol=1e-4)
+    assert torch.allclose(selected, (per_sample * index).sum(0), rtol=1e-4, atol=1e-4)
+    if gumbel:
+        u = torch.from_numpy(noise._uniform_numpy(keys, logits.numel())).view(batch, *logits.shape)
+        y = torch.softmax((logits + noise.gumbel(u)) / 0.7, -1)
+        want = (per_sample * y[..., 0] * y[..., 1] * (codes[1] - codes[0]) / 0.7).sum(0)
+        assert torch.allclose(alpha, want, rtol=1e-4, atol=1e-5)
+    else:
+        assert alpha is None
+
+
+@needs_kernels
+def test_kernel_weight_grad_splits_the_batch_consistently():
+    """Many samples over few tiles: the batch is split across programs and summed."""
+    x, weight, bias, logits, dy, index = _problem(batch=13, time=9, d_in=16, d_out=8)
+    dev = lambda t: t.to(KERNEL_DEVICE)  # noqa: E731
+    total, _, _ = _kernels().masked_weight_grad(dev(dy), dev(x), sampler.pack_bits(index).to(KERNEL_DEVICE), (0.0, 1.0))
+    assert torch.allclose(total.cpu(), torch.einsum("bto,bti->oi", dy, x), rtol=1e-4, atol=1e-4)
+    assert np.isfinite(total.cpu().numpy()).all()

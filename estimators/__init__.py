@@ -3,7 +3,7 @@
 Public API (the benchmarks import it at every commit; keep it stable)::
 
     estimators.ESTIMATORS        # ("ste", "reinmax", "gumbel")
-    estimators.IMPLEMENTATIONS   # ("current", "loop", "einsum", "bmm", "vmap", "fused")
+    estimators.IMPLEMENTATIONS   # ("current", "loop", "einsum", "bmm", "vmap", "fused", "compiled")
     estimators.PRESETS           # {"seed": ModelConfig, "small": ModelConfig}
     d = estimators.estimate(name, logits, uniform, tau=1.0)
     model = estimators.build_model("seed", device="cuda", seed=0)

@@ -10,7 +10,8 @@ only in how the per-sample weights are applied and differentiated:
 
 - ``current``: the single-sample path (batch 1 only), the speedup baseline;
 - ``loop``, ``einsum``, ``bmm``, ``vmap``: materialise W_b for every sample;
-- ``fused``: never materialises W_b (see ``fused.py``).
+- ``fused``: never materialises W_b (see ``fused.py``);
+- ``compiled``: ``torch.compile`` of the ``bmm`` path.
 
 ``FLOOR`` ("shared") is not an implementation of the per-sample layer: every
 row uses the mask of the batch's first sample, the cost floor that per-sample
@@ -19,6 +20,7 @@ discreteness is measured against.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -79,7 +81,7 @@ def einsum(x, layer, draw):
 
 
 def masked_bmm(x, weight, bias, logits, codebook, index, uniform, estimator: str, tau: float):
-    """y_b = x_b W_b^T + bias through one batched matmul."""
+    """y_b = x_b W_b^T + bias through one batched matmul (the ``bmm`` path, also what ``compiled`` compiles)."""
     weights = masked_weight(estimator, weight, logits, codebook, index, uniform, tau)
     return torch.baddbmm(bias, x, weights.transpose(1, 2))
 
@@ -93,6 +95,18 @@ def bmm(x, layer, draw):
 
 def vmap(x, layer, draw):
     return torch.func.vmap(F.linear, in_dims=(0, 0, None))(x, _materialised(x, layer, draw), layer.bias)
+
+
+@functools.cache
+def _compiled_masked_bmm():
+    return torch.compile(masked_bmm, fullgraph=True, dynamic=False)
+
+
+def compiled(x, layer, draw):
+    return _compiled_masked_bmm()(
+        x, layer.weight, layer.bias, layer.logits, layer.codebook,
+        draw.index(layer), draw.uniform(layer), draw.estimator, draw.tau,
+    )  # fmt: skip
 
 
 def fused(x, layer, draw):
@@ -115,6 +129,7 @@ IMPLEMENTATION_FUNCTIONS = {
     "bmm": bmm,
     "vmap": vmap,
     "fused": fused,
+    "compiled": compiled,
 }
 IMPLEMENTATIONS = tuple(IMPLEMENTATION_FUNCTIONS)
 

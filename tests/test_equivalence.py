@@ -58,6 +58,19 @@ def assert_gradients_close(grads, want):
         assert err <= GRAD_RTOL * scale, f"{name}: max error {err:.3g} > {GRAD_RTOL} x {scale:.3g}"
 
 
+# torch.compile on CPU spends ~10 s per graph in inductor's C++ toolchain: on CPU
+# the compiled path is checked on the "tiny" configuration only (all of them on CUDA).
+def _skip_slow_compile(implementation, config_name, device):
+    if implementation == "compiled" and device == "cpu" and config_name != "tiny":
+        pytest.skip("compiled on CPU: checked on the tiny configuration")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo_cache():
+    """Each case compiles its own graphs: one process meets more shapes than dynamo's recompile limit."""
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("config_name", list(CONFIGS))
 @pytest.mark.parametrize("batch", [1, 2, 5])
 @pytest.mark.parametrize("estimator", estimators.ESTIMATORS)
@@ -65,6 +78,7 @@ def assert_gradients_close(grads, want):
 def test_implementation_matches_per_sample_reference(implementation, estimator, batch, config_name, device):
     if implementation == "current" and batch > 1:
         pytest.skip("current runs batch 1 only (tested in test_errors)")
+    _skip_slow_compile(implementation, config_name, device)
     config = CONFIGS[config_name]
     model = estimators.build_model(config, device=device, seed=3)
     tokens = tokens_for(config, batch, device)
@@ -162,7 +176,7 @@ def test_small_preset_runs_every_implementation():
     tokens = tokens_for(estimators.PRESETS["small"], 2, "cpu")
     want, _ = reference(model, tokens, "ste")
     for implementation in estimators.IMPLEMENTATIONS:
-        if implementation == "current":
+        if implementation in ("current", "compiled"):
             continue
         logits, _ = logits_and_grads(model, tokens, "ste", implementation)
         assert (logits - want).abs().max().item() <= LOGIT_TOL

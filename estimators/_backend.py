@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
+
+_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def triton_kernels(device: torch.device | str):
@@ -13,8 +16,14 @@ def triton_kernels(device: torch.device | str):
     That is a CUDA device with Triton installed, or any device when
     TRITON_INTERPRET=1 (Triton's CPU interpreter: how CI checks the kernels).
     """
-    if torch.device(device).type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    if device_type != "cuda" and not _INTERPRETED:
         return None
+    return _import_kernels()
+
+
+@functools.cache
+def _import_kernels():
     try:
         from . import triton_kernels as kernels
     except ImportError:

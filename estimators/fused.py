@@ -48,7 +48,7 @@ class _FusedStochasticLinear(torch.autograd.Function):
             masks = sampler.draw_index(logits, draw.seed, param_id, draw.samples)
             y = torch.empty(*x.shape[:2], weight.shape[0], dtype=x.dtype, device=x.device)
             for rows in _chunks(x.shape[0]):
-                w = weight * (F.one_hot(masks[rows].long(), logits.shape[-1]).to(x.dtype) @ codebook)
+                w = weight * (F.one_hot(masks[rows].long(), logits.shape[-1]).to(x.dtype) * codebook).sum(-1)
                 y[rows] = torch.baddbmm(bias, x[rows], w.transpose(1, 2))
         ctx.kernels, ctx.codes, ctx.param_id, ctx.draw = kernels, codes, param_id, draw
         ctx.save_for_backward(x, weight, logits, codebook, masks)
@@ -77,7 +77,7 @@ def _kernel_backward(ctx, dy, need_x, need_w, need_logits):
         return dx, None, None
     gumbel = None
     if estimator.needs_uniform:
-        gumbel = (logits, noise.sample_keys(draw.seed, ctx.param_id, draw.samples), draw.tau)
+        gumbel = (logits, noise.param_key(draw.seed, ctx.param_id), draw.samples.start, draw.tau)
     sum_all, sum_set, sum_alpha = kernels.masked_weight_grad(dy, x, bits, codes, gumbel)
     sum_unset = sum_all - sum_set
     dw = codes[0] * sum_unset + codes[1] * sum_set if need_w else None
@@ -104,7 +104,7 @@ def _chunked_backward(ctx, dy, need_x, need_w, need_logits):
     dlogits = torch.zeros_like(logits) if need_logits else None
     for rows in _chunks(x.shape[0]):
         one_hot = F.one_hot(index[rows].long(), logits.shape[-1]).to(x.dtype)
-        masks = one_hot @ codebook
+        masks = (one_hot * codebook).sum(-1)
         if need_x:
             dx[rows] = torch.bmm(dy[rows], weight * masks)
         if not (need_w or need_logits):

@@ -57,7 +57,8 @@ def masked_weight(estimator, weight, logits, codebook, index, uniform, tau):
     """W_b = W * (D_b . c), [B, out, in], with D_b = one_hot(index_b) carrying the estimator's backward."""
     batch = index.shape[0]
     one_hot = ESTIMATOR_FUNCTIONS[estimator].apply(logits.expand(batch, *logits.shape), index, uniform, tau)
-    return weight * (one_hot @ codebook)
+    # A multiply and a sum over K: `one_hot @ codebook` is a cuBLAS gemv with K = 2, ten times slower.
+    return weight * (one_hot * codebook).sum(-1)
 
 
 def _materialised(x, layer, draw):

@@ -1,22 +1,27 @@
 """Counter-based uniform noise: a pure function of (seed, sample, parameter, element).
 
-Sample ``b`` of parameter ``p`` under ``seed`` gets two 32-bit keys ``(ka, kb)``
-derived from ``(seed, p, b)``; element ``e`` (the flat index into the
-parameter's logits, shape [..., K]) gets
+Parameter ``p`` under ``seed`` has a 32-bit key ``pk = param_key(seed, p)``;
+its sample ``b`` has two keys ``ka = absorb(pk, b)``, ``kb = absorb(ka, 1)``
+with ``absorb(k, v) = mix32(k ^ mix32(v + 0x61C88647))``; element ``e`` (the
+flat index into the parameter's logits, shape [..., K]) gets
 
     h = mix32(mix32(e ^ ka) ^ kb)
     U = ((h >> 9) + 0.5) * 2**-23        # exact in float32, strictly inside (0, 1)
 
 where ``mix32`` is a 32-bit integer finaliser (xorshift-multiply, constants
 from Wellons' hash prospector). Only integer arithmetic reaches the bits of
-U, so the CPU path (numpy uint32) and the CUDA path (a Triton kernel doing
-the same uint32 operations) agree bit for bit, and sample b's noise does not
-depend on the batch it sits in. Two keys, applied in two rounds, keep the
-streams of different samples from being shifted copies of each other.
+U, so the CPU path (numpy uint32) and the CUDA path (Triton kernels doing
+the same uint32 operations, deriving the sample keys from ``pk`` in
+registers) agree bit for bit, and sample b's noise does not depend on the
+batch it sits in. Two keys, applied in two rounds, keep the streams of
+different samples from being shifted copies of each other. Every constant
+is below 2**31, so products of 32-bit values fit in int64 and Triton types
+the literals as 32-bit.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,7 +31,7 @@ from . import _backend, _checks
 
 MASK32 = 0xFFFFFFFF
 MIX_MULTIPLIERS = (0x21F0AAAD, 0x735A2D97)
-_GOLDEN = 0x9E3779B9
+_GOLDEN = 0x61C88647  # 2**32 - 0x9E3779B9, the golden-ratio increment, negated
 UNIFORM_BITS = 23  # U = ((h >> 9) + 0.5) / 2**23
 
 
@@ -42,18 +47,23 @@ def mix32(x: int) -> int:
     return x
 
 
-def _absorb(key: int, value: int) -> int:
+def absorb(key: int, value: int) -> int:
     return mix32(key ^ mix32(value + _GOLDEN))
+
+
+@functools.lru_cache(maxsize=4096)
+def param_key(seed: int, param: int) -> int:
+    """The 32-bit key of parameter ``param``'s noise under ``seed`` (a 64-bit seed is folded in)."""
+    return absorb(absorb(absorb(0, seed & MASK32), seed >> 32), param)
 
 
 def sample_keys(seed: int, param: int, samples: Sequence[int]) -> np.ndarray:
     """Keys ``(ka, kb)`` of each sample, as a uint32 array [len(samples), 2]."""
-    seed_key = _absorb(_absorb(0, seed & MASK32), seed >> 32)
-    param_key = _absorb(seed_key, param)
+    key = param_key(seed, param)
     keys = np.empty((len(samples), 2), dtype=np.uint32)
     for row, sample in enumerate(samples):
-        ka = _absorb(param_key, sample)
-        keys[row] = ka, _absorb(ka, 1)
+        ka = absorb(key, sample)
+        keys[row] = ka, absorb(ka, 1)
     return keys
 
 
@@ -97,11 +107,26 @@ def uniform(
     numel = int(np.prod(shape, dtype=np.int64))
     if numel >= 2**32:
         raise ValueError(f"a parameter of {numel} elements exceeds the 2**32 element counter")
-    keys = sample_keys(seed, param, samples)
     kernels = _backend.triton_kernels(device)
     if kernels is not None:
-        return kernels.uniform(keys, numel, device).view(len(samples), *shape)
+        key = param_key(seed, param)
+        rows = [kernels.uniform(key, run, numel, device) for run in contiguous_runs(samples)]
+        return (rows[0] if len(rows) == 1 else torch.cat(rows)).view(len(samples), *shape)
+    keys = sample_keys(seed, param, samples)
     return torch.from_numpy(_uniform_numpy(keys, numel)).view(len(samples), *shape).to(device)
+
+
+def contiguous_runs(samples: Sequence[int]) -> list[range]:
+    """Split sample indices into runs of consecutive ones (a batch's rows are one run)."""
+    if isinstance(samples, range) and samples.step == 1:
+        return [samples]
+    runs: list[range] = []
+    for sample in samples:
+        if runs and runs[-1].stop == sample:
+            runs[-1] = range(runs[-1].start, sample + 1)
+        else:
+            runs.append(range(sample, sample + 1))
+    return runs
 
 
 def gumbel(u: torch.Tensor) -> torch.Tensor:

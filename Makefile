@@ -4,11 +4,20 @@ PYTHON ?= python3
 # requirement would pull several GB of CUDA packages).
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: install test
+.PHONY: install install-browser test bench
 
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_CPU)"
 	$(PYTHON) -m pip install -e ".[test]"
 
-test: install
+# Debian's Chromium and ChromeDriver, for the dashboard test (tests/test_dashboard.py).
+install-browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+test: install install-browser
 	$(PYTHON) -m pytest -q
+
+bench: install
+	$(PYTHON) -m tools.bench

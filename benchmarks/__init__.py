@@ -1,0 +1,1 @@
+"""The asv benchmark suite of the estimators package (see README.md and docs/BENCHMARKING.md)."""

@@ -1,0 +1,217 @@
+"""What every benchmark shares: the device and preset, the parameter grid, and one training step.
+
+Device and preset are chosen once per process: CUDA and the ``seed`` preset
+where a GPU exists, else the CPU and ``small``. ``ESTIMATORS_BENCH_DEVICE``
+(cpu, cuda) and ``ESTIMATORS_BENCH_PRESET`` force them; ``tools/asv.py``
+then names the asv machine after the preset, so presets never share a series.
+
+The parameter grid is the same on every machine (asv publishes one
+benchmarks.json for all of them); a machine skips what it does not run by
+raising NotImplementedError in setup, which asv shows as n/a.
+
+Timing (see docs/BENCHMARKING.md): on CUDA the forward pass (logits and
+loss) and the backward pass (every parameter's gradient) are each captured
+once in a CUDA graph, and a timed call replays the graph and synchronises,
+so the figure is device time, free of Python launch overhead. On CPU a timed
+call runs the pass eagerly; the backward replays one retained autograd graph.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+
+# Fork-safe device check: torch.cuda.is_available() would initialise the CUDA
+# driver in asv's forkserver, and CUDA does not survive a fork.
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+
+import torch  # noqa: E402
+
+import estimators  # noqa: E402
+
+ESTIMATORS = ("ste", "reinmax", "gumbel")
+IMPLEMENTATIONS = ("current", "loop", "einsum", "bmm", "vmap", "fused", "compiled")
+FLOOR = "shared"
+BATCHES = (1, 2, 8, 16, 32, 64)
+CPU_BATCHES = (1, 2, 8, 16)  # 32 and 64 would cost minutes per commit on a 2-core CPU
+CPU_THREADS = int(os.environ.get("ESTIMATORS_BENCH_THREADS", "1"))
+SEED = 1234
+DEFAULT_PRESET = {"cuda": "seed", "cpu": "small"}
+
+
+def _choose(variable: str, default: str, choices) -> str:
+    value = os.environ.get(variable, default)
+    if value not in choices:
+        raise ValueError(f"{variable}={value!r}; valid choices: {', '.join(choices)}")
+    return value
+
+
+DEVICE = _choose("ESTIMATORS_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu", ("cpu", "cuda"))
+PRESET = _choose("ESTIMATORS_BENCH_PRESET", DEFAULT_PRESET[DEVICE], tuple(estimators.PRESETS))
+if DEVICE == "cpu":
+    torch.set_num_threads(CPU_THREADS)  # before any parallel work, so forked children start clean
+
+
+class TimingAttributes:
+    """asv timing attributes: few samples on a noisy CPU, more on a GPU; one round, one call per sample."""
+
+    rounds = 1
+    number = 1
+    warmup_time = 0.01  # one untimed call: the setup of a sample re-runs before every call anyway
+    repeat = (10, 40, 1.5) if DEVICE == "cuda" else (3, 10, 2.0)  # (min samples, max samples, max seconds)
+    timeout = 600
+
+
+def require(estimator: str, implementation: str, batch: int) -> None:
+    """Raise NotImplementedError (asv: n/a) for what this machine or this commit does not run."""
+    if estimator not in estimators.ESTIMATORS:
+        raise NotImplementedError(f"estimator {estimator!r} does not exist at this commit")
+    if implementation != FLOOR and implementation not in estimators.IMPLEMENTATIONS:
+        raise NotImplementedError(f"implementation {implementation!r} does not exist at this commit")
+    if implementation == FLOOR and getattr(estimators, "FLOOR", None) != FLOOR:
+        raise NotImplementedError("the shared-mask floor does not exist at this commit")
+    if DEVICE == "cpu" and batch not in CPU_BATCHES:
+        raise NotImplementedError(f"batch {batch} is not benchmarked on CPU")
+    if DEVICE == "cpu" and implementation == "compiled":
+        raise NotImplementedError("compiled is benchmarked on CUDA only (inductor's CPU compile costs more per process)")
+
+
+@functools.cache
+def model():
+    return estimators.build_model(PRESET, device=DEVICE, seed=0)
+
+
+def tokens(batch: int) -> torch.Tensor:
+    config = estimators.PRESETS[PRESET]
+    generator = torch.Generator().manual_seed(batch)
+    return torch.randint(0, config.vocab_size, (batch, config.seq_len), generator=generator).to(DEVICE)
+
+
+def synchronize() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+class TrainingStep:
+    """Forward (logits and next-token loss) and backward (gradients of all parameters) of one batch.
+
+    Its timer is built on first use, which is asv's untimed warm-up call: a
+    memory benchmark never builds one, a forward benchmark on CPU never runs a
+    backward.
+    """
+
+    def __init__(self, estimator: str, implementation: str, batch: int):
+        self.model = model()
+        self.params = list(self.model.parameters())
+        self.tokens = tokens(batch)
+        self.kwargs = dict(estimator=estimator, implementation=implementation, seed=SEED)
+        if DEVICE == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+
+    def loss(self) -> torch.Tensor:
+        return estimators.next_token_loss(self.model(self.tokens, **self.kwargs), self.tokens)
+
+    def gradients(self, loss: torch.Tensor):
+        return torch.autograd.grad(loss, self.params, retain_graph=True)
+
+    @functools.cached_property
+    def timer(self):
+        return GraphTimer(self) if DEVICE == "cuda" else EagerTimer(self)
+
+    def peak_memory(self) -> int:
+        """Bytes allocated at the peak of a fresh step, above what was allocated before it."""
+        if DEVICE == "cuda":
+            synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            grads = self.gradients(self.loss())
+            synchronize()
+            del grads
+            return torch.cuda.max_memory_allocated() - before
+        return cpu_peak_memory(lambda: self.gradients(self.loss()))
+
+
+class EagerTimer:
+    """CPU: the forward runs eagerly; the backward replays the retained autograd graph of one forward."""
+
+    def __init__(self, step: TrainingStep):
+        self.step = step
+
+    def forward(self):
+        self.step.loss()
+
+    @functools.cached_property
+    def loss(self):
+        return self.step.loss()
+
+    def backward(self):
+        self.step.gradients(self.loss)
+
+
+class GraphTimer:
+    """CUDA: forward and backward each captured once in a CUDA graph; a call replays one and synchronises."""
+
+    def __init__(self, step: TrainingStep):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up (compilation, autotuning, allocator) off the capture stream
+            for _ in range(3):
+                step.gradients(step.loss())
+        torch.cuda.current_stream().wait_stream(side)
+        self.forward_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.forward_graph):
+            loss = step.loss()
+        self.backward_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.backward_graph, pool=self.forward_graph.pool()):
+            self.gradients = step.gradients(loss)
+        self.forward_graph.replay()
+        self.backward_graph.replay()
+        synchronize()
+
+    def forward(self):
+        self.forward_graph.replay()
+        synchronize()
+
+    def backward(self):
+        self.backward_graph.replay()
+        synchronize()
+
+
+@functools.cache
+def training_step(estimator: str, implementation: str, batch: int) -> TrainingStep:
+    """One parameter combination's step, built once per process (asv re-runs setup before every call)."""
+    return TrainingStep(estimator, implementation, batch)
+
+
+def skip_if_out_of_memory(method):
+    """A benchmark method whose CUDA out-of-memory error shows as n/a (asv's SkipNotImplemented)."""
+    from asv_runner.benchmarks.mark import SkipNotImplemented
+
+    @functools.wraps(method)
+    def guarded(self, *params):
+        try:
+            return method(self, *params)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            raise SkipNotImplemented("out of memory") from None
+
+    return guarded
+
+
+def cpu_peak_memory(run) -> int:
+    """Peak live bytes of CPU tensors while ``run()`` executes, from the autograd profiler's memory events.
+
+    Each operator reports the bytes it allocated minus those it freed (its
+    self memory); summed in start order they trace the live tensor bytes at
+    operator granularity. The peak is taken relative to the start of ``run``.
+    The profiler without Kineto gives the same events without Kineto's ~1 s
+    start-up in every benchmark process.
+    """
+    with torch.autograd.profiler.profile(use_kineto=False, profile_memory=True) as prof:
+        result = run()
+        del result
+    events = sorted(prof.function_events, key=lambda event: event.time_range.start)
+    live = itertools.accumulate(event.self_cpu_memory_usage for event in events)
+    return max(0, max(live, default=0))

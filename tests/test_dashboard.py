@@ -1,0 +1,82 @@
+"""The published asv dashboard renders in a real browser: headless Debian Chromium driven by selenium.
+
+Publishes results/ into a scratch html/ directory, serves it on localhost,
+checks that the benchmark grid lists the suite and that a benchmark's graph
+draws data points, and stores screenshots under docs/.
+"""
+
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from tools.asv import publish, scratch_config
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+GRAPH = "bench_training.ForwardBackward.time_forward"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory):
+    """The dashboard published from results/, served on an ephemeral localhost port."""
+    html = tmp_path_factory.mktemp("dashboard") / "html"
+    assert any((REPO / "results").glob("*/machine.json")), "results/ holds no machine's results"
+    assert publish(scratch_config(html.parent, html_dir=str(html))) == 0
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.fail(f"{CHROMIUM} and {CHROMEDRIVER} are needed: `make install` installs Debian's chromium")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1600,1000",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def _wait(driver, script, timeout=60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(lambda d: d.execute_script(script))
+
+
+def test_benchmark_grid_lists_the_suite(dashboard, browser):
+    browser.get(dashboard)
+    names = _wait(browser, "var n = $('.benchmark-container').map((i, e) => e.getAttribute('href')).get();"
+                           "return n.length ? n : null;")  # fmt: skip
+    for benchmark in ("ForwardBackward.time_forward", "ForwardBackward.track_peak_memory", "Floor.time_backward",
+                      "Estimate.time_backward"):  # fmt: skip
+        assert any(benchmark in name for name in names), (benchmark, names)
+    _wait(browser, "return $('.benchmark-plot canvas').length > 0")  # the thumbnails draw
+    browser.save_screenshot(str(REPO / "docs" / "dashboard-grid.png"))
+
+
+def test_benchmark_graph_draws_data(dashboard, browser):
+    browser.get(f"{dashboard}#{GRAPH}")
+    points = _wait(
+        browser,
+        "var plot = $('#main-graph').data('plot'); if (!plot) return null;"
+        "var n = plot.getData().reduce((a, s) => a + s.data.filter(p => p[1] !== null).length, 0);"
+        "return n > 0 ? n : null;",
+    )
+    assert points > 0
+    assert browser.find_element("css selector", "#main-graph canvas.flot-base").size["width"] > 100
+    browser.save_screenshot(str(REPO / "docs" / "dashboard-graph.png"))

@@ -1,0 +1,77 @@
+"""The regression gate (tools/gate.py, asv continuous) on a throwaway clone, CPU small preset.
+
+A planted slowdown in one estimator's backward must fail the gate; an A/A
+comparison (a commit that changes nothing measured) must pass it.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = "Estimate.time_backward"
+PLANT = '''
+
+# Planted by tests/test_gate.py: 50 ms more in the straight-through backward.
+import time as _time
+
+_honest_logit_grad = StraightThrough.logit_grad
+
+
+def _slow_logit_grad(*args):
+    _time.sleep(0.05)
+    return _honest_logit_grad(*args)
+
+
+StraightThrough.logit_grad = staticmethod(_slow_logit_grad)
+'''
+
+pytestmark = pytest.mark.slow
+
+
+def _git(cwd, *args):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _commit(cwd, message):
+    _git(cwd, "-c", "user.name=gate test", "-c", "user.email=gate@test", "commit", "-qam", message)
+    return _git(cwd, "rev-parse", "HEAD")
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    """A clone of HEAD with two children: a planted slowdown and a no-op."""
+    root = tmp_path_factory.mktemp("gate") / "repo"
+    _git(REPO, "clone", "-q", str(REPO), str(root))
+    base = _git(root, "rev-parse", "HEAD")
+    gradients = root / "estimators" / "gradients.py"
+    gradients.write_text(gradients.read_text() + PLANT)
+    planted = _commit(root, "Plant a slowdown in the straight-through backward")
+    _git(root, "checkout", "-q", base)
+    readme = root / "README.md"
+    readme.write_text(readme.read_text() + "\n")
+    noop = _commit(root, "Change nothing that is measured")
+    return root, base, planted, noop
+
+
+def _gate(root, base, head):
+    command = [sys.executable, "-m", "tools.gate", base, head, "--bench", BENCH, "--factor", "1.5"]
+    return subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=900)
+
+
+def test_gate_fails_on_a_planted_slowdown(clone):
+    root, base, planted, _ = clone
+    result = _gate(root, base, planted)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "gate FAILED: regression" in result.stdout
+    flagged = [line for line in result.stdout.splitlines() if line.lstrip().startswith("+") and BENCH in line]
+    assert flagged and all("'ste'" in line for line in flagged), result.stdout[-3000:]
+
+
+def test_gate_passes_a_comparison_of_equals(clone):
+    root, base, _, noop = clone
+    result = _gate(root, base, noop)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "gate passed" in result.stdout

@@ -1,0 +1,82 @@
+"""Read asv's results files (results/<machine>/<commit>-<env>.json) through asv's own API."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from asv.results import iter_results_for_machine
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One benchmark result: the median and the quartiles of its samples (seconds, or bytes for memory)."""
+
+    median: float
+    q25: float | None = None
+    q75: float | None = None
+
+    @property
+    def half_iqr(self) -> float | None:
+        return None if self.q25 is None or self.q75 is None else (self.q75 - self.q25) / 2
+
+    @property
+    def spread(self) -> float | None:
+        """Interquartile range over median."""
+        return None if self.half_iqr is None or not self.median else 2 * self.half_iqr / self.median
+
+
+class Measurements:
+    """The results of one commit on one machine, indexed by benchmark name and parameter values."""
+
+    def __init__(self, results):
+        self.results = results
+        self.commit = results.commit_hash
+        self._table: dict[tuple[str, tuple], Measurement] = {}
+        for name in results.get_all_result_keys():
+            params = results.get_result_params(name)
+            values = results.get_result_value(name, params)
+            stats = results.get_result_stats(name, params)
+            combos = itertools.product(*[[ast.literal_eval(v) for v in p] for p in params]) if params else [()]
+            for combo, value, stat in zip(combos, values, stats):
+                if value is None or value != value:  # failed or skipped (n/a)
+                    continue
+                stat = stat or {}
+                self._table[name, tuple(combo)] = Measurement(value, stat.get("q_25"), stat.get("q_75"))
+
+    def get(self, name: str, *params) -> Measurement | None:
+        """The measurement of benchmark ``name`` (e.g. "ForwardBackward.time_forward") at ``params``."""
+        for (key, combo), measurement in self._table.items():
+            if key.endswith("." + name) and combo == params:
+                return measurement
+        return None
+
+
+def commits_newest_first() -> list[str]:
+    return subprocess.run(["git", "rev-list", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+
+
+def machines() -> list[str]:
+    return sorted(p.name for p in RESULTS.iterdir() if (p / "machine.json").exists()) if RESULTS.exists() else []
+
+
+def latest(machine: str, commit: str | None = None) -> Measurements:
+    """The results of ``commit`` (a prefix will do), or of the newest commit of HEAD's history that has results."""
+    by_commit = {r.commit_hash: r for r in iter_results_for_machine(str(RESULTS), machine)}
+    if not by_commit:
+        raise SystemExit(f"no results for machine {machine!r} under {RESULTS}; machines with results: {machines()}")
+    if commit is not None:
+        matches = [h for h in by_commit if h.startswith(commit)]
+        if len(matches) != 1:
+            raise SystemExit(f"commit {commit!r} matches {len(matches)} result sets for machine {machine!r}")
+        return Measurements(by_commit[matches[0]])
+    for candidate in commits_newest_first():
+        if candidate in by_commit:
+            return Measurements(by_commit[candidate])
+    raise SystemExit(f"none of the results of machine {machine!r} is a commit of HEAD's history")

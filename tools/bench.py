@@ -1,0 +1,55 @@
+"""The main job: ``python -m tools.bench [--commits N]`` (README's first command runs it through make).
+
+1. Runs the asv suite on this machine (CPU and the ``small`` preset unless a
+   GPU is present; see benchmarks/common.py) over the newest N commits that
+   change what is measured (estimators/, benchmarks/, pyproject.toml,
+   asv.conf.json), skipping commits that already have results in results/.
+2. Publishes the asv dashboard to html/ and says how to open it.
+3. Prints the summary report of the newest results (tools.report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+
+from . import report
+from .asv import ROOT, asv_command, machine_name, publish, run_asv
+
+MEASURED_PATHS = ("estimators", "benchmarks", "pyproject.toml", "asv.conf.json")
+
+
+def measured_commits(count: int) -> list[str]:
+    """The newest ``count`` commits of HEAD's history that change a measured path, newest first."""
+    log = ["git", "log", f"-n{count}", "--format=%H", "HEAD", "--", *MEASURED_PATHS]
+    return subprocess.run(log, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--commits", type=int, default=3, help="how many recent measured commits (default 3)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the report's live equivalence check")
+    args = parser.parse_args(argv)
+    started = time.time()
+    commits = measured_commits(args.commits)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as hashes:
+        hashes.write("\n".join(commits) + "\n")
+        hashes.flush()
+        status = run_asv(asv_command(["run", "--skip-existing-commits", "--show-stderr", f"HASHFILE:{hashes.name}"]))
+    if status != 0:
+        print(f"asv run exited {status}", file=sys.stderr)
+        return status
+    if publish() != 0:
+        return 1
+    print(f"\nDashboard published to {ROOT / 'html'}: open it with `python -m tools.asv preview` "
+          "(serves http://127.0.0.1:8080), or any static web server over html/.")  # fmt: skip
+    print(f"Benchmarked in {time.time() - started:.0f} s (machine {machine_name()}).\n")
+    report_args = ["--no-verify"] if args.no_verify else []
+    return report.main(report_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Regression gate: ``python -m tools.gate BASE HEAD [--factor F] [--bench REGEX]``.
+
+Runs ``asv continuous`` on the two commits (this machine, its preset), prints
+asv's comparison table and exits with asv's status: 0 when no benchmark got
+slower or hungrier by more than the factor (with statistical significance),
+1 on a regression, 2 when a benchmark failed. Results go to a scratch
+directory, so a gate run never adds a partial result set to results/; the
+environments in .asv/env are shared with ``tools.asv``.
+
+The default factor is 1.05 on CUDA (CUDA-graph timings spread by well under
+3%, docs/BENCHMARKING.md) and 1.5 on CPU (a 2-core machine has 10 ms
+scheduling hiccups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import DEVICE
+
+from .asv import asv_command, run_asv, scratch_config
+
+DEFAULT_FACTOR = {"cuda": 1.05, "cpu": 1.5}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("base", help="the commit to compare against (e.g. origin/main)")
+    parser.add_argument("head", help="the commit under test (e.g. HEAD)")
+    parser.add_argument("--factor", type=float, default=DEFAULT_FACTOR[DEVICE], help="allowed ratio head/base")
+    parser.add_argument("--bench", "-b", action="append", default=[], help="benchmark regex (repeatable)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="estimators-gate-") as scratch:
+        config = scratch_config(Path(scratch), results_dir=f"{scratch}/results", html_dir=f"{scratch}/html")
+        command = ["continuous", f"--config={config}", f"--factor={args.factor}", "--split"]
+        command += [f"--bench={regex}" for regex in args.bench] + ["--show-stderr", args.base, args.head]
+        status = run_asv(asv_command(command))
+    verdict = {0: "passed", 1: "FAILED: regression"}.get(status, f"FAILED: asv exited {status}")
+    print(f"\ngate {verdict} (factor {args.factor}, {args.base} -> {args.head})")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""The summary report of the latest asv results, laid out like the reference run (docs/reference-run.txt).
+
+    python -m tools.report [--machine NAME] [--commit HASH] [--no-verify] [--markdown]
+    python -m tools.report --machine h100-80gb --reference docs/reference-run.txt
+
+Per estimator: the equivalence verification, computed live on this machine
+(max |logits - current| of every implementation at batch 1 and 2, PASS at
+1e-4); then forward, backward, total and peak memory per implementation and
+batch, read from asv's results (medians +- half the interquartile range;
+nothing is timed here); then the speedup against ``current`` at batch 1, the
+per-sample speedup at larger batches and the ratio to the Floor benchmark.
+``--reference`` instead compares the results with the reference run's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+import torch
+
+from benchmarks.common import BATCHES, DEVICE, ESTIMATORS, FLOOR, IMPLEMENTATIONS
+
+from . import asv_results
+from .reference_run import parse_reference_run
+
+TOLERANCE = 1e-4
+RULE = "=" * 80
+NAMES = {"current": "Current", "loop": "Loop", "einsum": "Einsum", "bmm": "BMM", "vmap": "VMAP",
+         "fused": "Fused", "compiled": "Compiled", FLOOR: "Floor"}  # fmt: skip
+
+
+def machine_preset(machine: str) -> str:
+    """The preset a machine's results were measured with (recorded by tools/asv.py in its description)."""
+    description = json.loads((asv_results.RESULTS / machine / "machine.json").read_text()).get("os", "")
+    found = re.search(r"preset (\w+)", description)
+    return found.group(1) if found else "small"
+
+
+def step(measurements, estimator: str, implementation: str, batch: int):
+    """(forward, backward, memory) measurements of one training step, or None where any is missing."""
+    if implementation == FLOOR:
+        args, name = (estimator, batch), "Floor"
+    else:
+        args, name = (estimator, implementation, batch), "ForwardBackward"
+    forward = measurements.get(f"{name}.time_forward", *args)
+    backward = measurements.get(f"{name}.time_backward", *args)
+    memory = measurements.get(f"{name}.track_peak_memory", *args)
+    return None if forward is None or backward is None else (forward, backward, memory)
+
+
+def total_ms(entry) -> float:
+    return (entry[0].median + entry[1].median) * 1e3
+
+
+def verify(estimator: str, preset: str) -> list[str]:
+    """Live equivalence check on this machine: every implementation against ``current`` (row by row)."""
+    import estimators
+
+    model = estimators.build_model(preset, device=DEVICE, seed=0)
+    config = estimators.PRESETS[preset]
+    lines, failed = [], False
+    checked = [i for i in estimators.IMPLEMENTATIONS if i != "current" and not (i == "compiled" and DEVICE == "cpu")]
+    for batch in (1, 2):
+        tokens = torch.randint(0, config.vocab_size, (batch, config.seq_len), generator=torch.Generator().manual_seed(batch))
+        tokens = tokens.to(DEVICE)
+        with torch.no_grad():
+            kwargs = dict(estimator=estimator, seed=1234)
+            want = torch.cat([model(tokens[b : b + 1], implementation="current", sample_offset=b, **kwargs) for b in range(batch)])
+            lines.append(f"\nTesting with batch_size={batch}\n  Sample logits (first 5 values):")
+            lines.append(f"    Current: {want[0, 0, :5].cpu()}")
+            rows = []
+            for implementation in checked:
+                got = model(tokens, implementation=implementation, **kwargs)
+                diff = (got - want).abs().max().item()
+                failed |= not diff <= TOLERANCE
+                rows.append(f"  Current vs {NAMES[implementation] + ':':<10} max_diff = {diff:.2e}  {'PASS' if diff <= TOLERANCE else 'FAIL'}")
+            lines += ["\nForward pass output comparison:", *rows, f"\n  Tolerance: {TOLERANCE:.2e}"]
+    if DEVICE == "cpu":
+        lines.append("  (compiled is checked by the test suite on CPU: compiling here would take minutes)")
+    lines += ["", RULE, "✗ SOME IMPLEMENTATIONS DIFFER" if failed else "✓ ALL IMPLEMENTATIONS PRODUCE EQUIVALENT RESULTS", RULE]
+    return lines
+
+
+def text_report(measurements, machine: str, preset: str, check: bool) -> str:
+    out = [f"Results: machine {machine}, preset {preset}, commit {measurements.commit[:8]}",
+           "Times: asv medians ± half the interquartile range; memory: peak of one training step."]  # fmt: skip
+    for estimator in ESTIMATORS:
+        out += ["", RULE, f"ESTIMATOR: {estimator.upper()}", RULE]
+        if check:
+            out += ["", RULE, f"EQUIVALENCE VERIFICATION (estimator={estimator}, live on {DEVICE})", RULE, *verify(estimator, preset)]
+        out += ["", RULE, "BENCHMARK RESULTS", RULE]
+        for batch in BATCHES:
+            entries = [(i, step(measurements, estimator, i, batch)) for i in (*IMPLEMENTATIONS, FLOOR)]
+            entries = [(i, e) for i, e in entries if e is not None]
+            if not entries:
+                continue
+            out += ["", f"Batch Size: {batch}"]
+            for number, (implementation, (forward, backward, memory)) in enumerate(entries, 1):
+                mib = f"{memory.median / 2**20:.2f} MB" if memory else "n/a"
+                out += [
+                    f"\n{number}. {NAMES[implementation]} (batch_size={batch})...",
+                    f"   Forward: {forward.median * 1e3:.2f} ± {(forward.half_iqr or 0) * 1e3:.2f} ms",
+                    f"   Backward: {backward.median * 1e3:.2f} ± {(backward.half_iqr or 0) * 1e3:.2f} ms",
+                    f"   Total: {total_ms((forward, backward)):.2f} ms",
+                    f"   Memory: {mib}",
+                ]
+        out += summary(measurements, estimator)
+    return "\n".join(out)
+
+
+def summary(measurements, estimator: str) -> list[str]:
+    out = ["", RULE, f"SUMMARY COMPARISON: {estimator.upper()}", RULE]
+    baseline = step(measurements, estimator, "current", 1)
+    if baseline is None:
+        return out + ["(no result for current at batch 1)"]
+    base = total_ms(baseline)
+    out.append(f"\nBaseline (Current, batch=1): {base:.2f} ms")
+    for batch in BATCHES:
+        floor = step(measurements, estimator, FLOOR, batch)
+        rows = []
+        for implementation in IMPLEMENTATIONS:
+            entry = step(measurements, estimator, implementation, batch)
+            if entry is None:
+                continue
+            total = total_ms(entry)
+            speedup = f"speedup: {base / total:.2f}x" if batch == 1 else f"per-sample speedup: {base * batch / total:.2f}x"
+            vs_floor = f", {total / total_ms(floor):.2f}x Floor" if floor else ""
+            rows.append(f"  {NAMES[implementation]:<20}: {total:6.2f} ms  ({speedup}{vs_floor})")
+        if rows:
+            floor_note = f" (Floor: {total_ms(floor):.2f} ms)" if floor else ""
+            out += [f"\nBatch size {batch} comparisons{floor_note}:", *rows]
+    return out
+
+
+def markdown_report(measurements, machine: str, preset: str) -> str:
+    out = [f"Machine `{machine}`, preset `{preset}`, commit `{measurements.commit[:8]}`; "
+           "times are asv medians (ms), memory the peak of one training step (MiB)."]  # fmt: skip
+    for estimator in ESTIMATORS:
+        baseline = step(measurements, estimator, "current", 1)
+        out += ["", f"### {estimator}", "",
+                "| batch | implementation | forward | backward | total | memory | speedup vs current (per sample) | x Floor |",
+                "|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for batch in BATCHES:
+            floor = step(measurements, estimator, FLOOR, batch)
+            for implementation in (*IMPLEMENTATIONS, FLOOR):
+                entry = step(measurements, estimator, implementation, batch)
+                if entry is None:
+                    continue
+                total = total_ms(entry)
+                speedup = f"{total_ms(baseline) * batch / total:.2f}x" if baseline else "n/a"
+                memory = f"{entry[2].median / 2**20:.1f}" if entry[2] else "n/a"
+                ratio = f"{total / total_ms(floor):.2f}" if floor else "n/a"
+                out.append(f"| {batch} | {implementation} | {entry[0].median * 1e3:.2f} | {entry[1].median * 1e3:.2f} | "
+                           f"{total:.2f} | {memory} | {speedup} | {ratio} |")  # fmt: skip
+    return "\n".join(out)
+
+
+def reference_comparison(measurements, machine: str, reference_path: str) -> str:
+    """This project's figures next to the reference run's, for the batches and implementations it ran."""
+    reference = parse_reference_run(reference_path)
+    out = [f"Reference run ({reference_path}) against machine `{machine}`, commit `{measurements.commit[:8]}`. "
+           "Times in ms (reference: mean of its runs; ours: asv median), memory in MiB (reference: MB as printed). "
+           "Per-sample speedup is against current at batch 1 of the same run.", "",
+           "| estimator | implementation | batch | forward ref / ours | backward ref / ours | total ref / ours "
+           "| memory ref / ours | per-sample speedup ref / ours |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for (estimator, implementation, batch), ref in sorted(reference.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+        ours = step(measurements, estimator, implementation, batch)
+        ref_base = reference.get((estimator, "current", 1))
+        ours_base = step(measurements, estimator, "current", 1)
+        ref_speed = f"{ref_base['total'] * batch / ref['total']:.2f}x" if ref_base else "n/a"
+        if ours is None:
+            out.append(f"| {estimator} | {implementation} | {batch} | {ref['forward']:.2f} / n/a | {ref['backward']:.2f} / n/a "
+                       f"| {ref['total']:.2f} / n/a | {ref['memory']:.1f} / n/a | {ref_speed} / n/a |")  # fmt: skip
+            continue
+        ours_speed = f"{total_ms(ours_base) * batch / total_ms(ours):.2f}x" if ours_base else "n/a"
+        memory = f"{ours[2].median / 2**20:.1f}" if ours[2] else "n/a"
+        out.append(
+            f"| {estimator} | {implementation} | {batch} | {ref['forward']:.2f} / {ours[0].median * 1e3:.2f} "
+            f"| {ref['backward']:.2f} / {ours[1].median * 1e3:.2f} | {ref['total']:.2f} / {total_ms(ours):.2f} "
+            f"| {ref['memory']:.1f} / {memory} | {ref_speed} / {ours_speed} |"
+        )
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--machine", help="asv machine name (default: this machine's, as tools/asv.py names it)")
+    parser.add_argument("--commit", help="commit (prefix) to report (default: the newest with results)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the live equivalence verification")
+    parser.add_argument("--markdown", action="store_true", help="markdown tables instead of the text report")
+    parser.add_argument("--reference", help="compare with the reference run's output (e.g. docs/reference-run.txt)")
+    args = parser.parse_args(argv)
+    if args.machine is None:
+        from .asv import machine_name
+
+        args.machine = machine_name()
+    measurements = asv_results.latest(args.machine, args.commit)
+    preset = machine_preset(args.machine)
+    if args.reference:
+        print(reference_comparison(measurements, args.machine, args.reference))
+    elif args.markdown:
+        print(markdown_report(measurements, args.machine, preset))
+    else:
+        print(text_report(measurements, args.machine, preset, check=not args.no_verify))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,6 +14,11 @@ loss) and the backward pass (every parameter's gradient) are each captured
 once in a CUDA graph, and a timed call replays the graph and synchronises,
 so the figure is device time, free of Python launch overhead. On CPU a timed
 call runs the pass eagerly; the backward replays one retained autograd graph.
+
+Memory: every combination's peak is measured in one process (asv's
+setup_cache) and each track_ benchmark reports its own; the peak of one
+step is exact however many steps ran before it (the allocator's peak
+statistics are reset per step), and one process spares ~120 CUDA start-ups.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ FLOOR = "shared"
 BATCHES = (1, 2, 8, 16, 32, 64)
 CPU_BATCHES = (1, 2, 8, 16)  # 32 and 64 would cost minutes per commit on a 2-core CPU
 CPU_THREADS = int(os.environ.get("ESTIMATORS_BENCH_THREADS", "1"))
+COMPILED_BATCH = 16  # torch.compile costs 5-20 s per process: one batch size is the baseline
 SEED = 1234
 DEFAULT_PRESET = {"cuda": "seed", "cpu": "small"}
 
@@ -49,8 +55,9 @@ def _choose(variable: str, default: str, choices) -> str:
 
 DEVICE = _choose("ESTIMATORS_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu", ("cpu", "cuda"))
 PRESET = _choose("ESTIMATORS_BENCH_PRESET", DEFAULT_PRESET[DEVICE], tuple(estimators.PRESETS))
-if DEVICE == "cpu":
-    torch.set_num_threads(CPU_THREADS)  # before any parallel work, so forked children start clean
+# Before any parallel work: asv forks every benchmark process from one server process, and
+# OpenMP's thread pool does not survive a fork. GPU benchmarks do no CPU work worth threads.
+torch.set_num_threads(CPU_THREADS if DEVICE == "cpu" else 1)
 
 
 class TimingAttributes:
@@ -65,6 +72,8 @@ class TimingAttributes:
 
 def require(estimator: str, implementation: str, batch: int) -> None:
     """Raise NotImplementedError (asv: n/a) for what this machine or this commit does not run."""
+    if implementation == "compiled" and batch != COMPILED_BATCH:
+        raise NotImplementedError(f"compiled is benchmarked at batch {COMPILED_BATCH} (each process compiles)")
     if estimator not in estimators.ESTIMATORS:
         raise NotImplementedError(f"estimator {estimator!r} does not exist at this commit")
     if implementation != FLOOR and implementation not in estimators.IMPLEMENTATIONS:
@@ -77,9 +86,39 @@ def require(estimator: str, implementation: str, batch: int) -> None:
         raise NotImplementedError("compiled is benchmarked on CUDA only (inductor's CPU compile costs more per process)")
 
 
+def _build_cpu_model():
+    try:
+        return estimators.build_model(PRESET, device="cpu", seed=0)
+    except Exception as error:  # a commit without this preset or API: setup says n/a
+        return error
+
+
+def _import_triton():
+    """Import Triton and hash its sources (its JIT cache key) without touching CUDA."""
+    try:
+        from estimators import triton_kernels  # noqa: F401
+        from triton.compiler.compiler import triton_key
+
+        triton_key()
+    except Exception:  # no Triton, or another version: each process pays on first use
+        pass
+
+
+# asv imports the suite once in its forkserver process (ASV=true there) and forks one process per
+# benchmark: work done here (building the model on the CPU, Triton's imports) is done once per run.
+_CPU_MODEL = None
+if os.environ.get("ASV") == "true":
+    _CPU_MODEL = _build_cpu_model()
+    if DEVICE == "cuda":
+        _import_triton()
+
+
 @functools.cache
 def model():
-    return estimators.build_model(PRESET, device=DEVICE, seed=0)
+    built = _build_cpu_model() if _CPU_MODEL is None else _CPU_MODEL
+    if isinstance(built, Exception):
+        raise NotImplementedError(f"preset {PRESET!r} cannot be built at this commit: {built!r}")
+    return built.to(DEVICE)
 
 
 def tokens(batch: int) -> torch.Tensor:
@@ -157,7 +196,7 @@ class GraphTimer:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up (compilation, autotuning, allocator) off the capture stream
-            for _ in range(3):
+            for _ in range(2):
                 step.gradients(step.loss())
         torch.cuda.current_stream().wait_stream(side)
         self.forward_graph = torch.cuda.CUDAGraph()
@@ -183,6 +222,27 @@ class GraphTimer:
 def training_step(estimator: str, implementation: str, batch: int) -> TrainingStep:
     """One parameter combination's step, built once per process (asv re-runs setup before every call)."""
     return TrainingStep(estimator, implementation, batch)
+
+
+def peak_memories(combinations) -> dict:
+    """{(estimator, implementation, batch): peak bytes of one step, or the reason it has none}."""
+    peaks, warmed_up = {}, False
+    for estimator, implementation, batch in combinations:
+        try:
+            require(estimator, implementation, batch)
+            step = TrainingStep(estimator, implementation, batch)
+            if not warmed_up:  # first-use allocations (cuBLAS workspaces, ...) stay out of every figure
+                step.peak_memory()
+                warmed_up = True
+            peaks[estimator, implementation, batch] = step.peak_memory()
+            del step
+        except NotImplementedError as skipped:
+            peaks[estimator, implementation, batch] = str(skipped)
+        except torch.OutOfMemoryError:
+            peaks[estimator, implementation, batch] = "out of memory"
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+    return peaks
 
 
 def skip_if_out_of_memory(method):

@@ -17,7 +17,7 @@ python3 -m pip install -q --no-index --no-deps --target "$site" $(ls "$wheels"/*
 export PYTHONPATH="$site" PATH="$site/bin:$PATH" PIP_NO_INDEX=1 PIP_FIND_LINKS="$wheels"
 cd "$(dirname "$0")/.."
 if ! git rev-parse -q --verify HEAD >/dev/null; then
-  git fetch -q "$bundle" "+refs/heads/*:refs/heads/*"
+  git fetch -q --update-head-ok "$bundle" "+refs/heads/*:refs/heads/*"
   git reset -q --mixed main
 fi
 status=0

@@ -50,6 +50,10 @@ class Measurements:
                 stat = stat or {}
                 self._table[name, tuple(combo)] = Measurement(value, stat.get("q_25"), stat.get("q_75"))
 
+    def items(self):
+        """((full benchmark name, parameter values), Measurement) for every measured combination."""
+        return self._table.items()
+
     def get(self, name: str, *params) -> Measurement | None:
         """The measurement of benchmark ``name`` (e.g. "ForwardBackward.time_forward") at ``params``."""
         for (key, combo), measurement in self._table.items():

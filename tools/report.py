@@ -98,7 +98,7 @@ def text_report(measurements, machine: str, preset: str, check: bool) -> str:
                 continue
             out += ["", f"Batch Size: {batch}"]
             for number, (implementation, (forward, backward, memory)) in enumerate(entries, 1):
-                mib = f"{memory.median / 2**20:.2f} MB" if memory else "n/a"
+                mib = f"{memory.median / 2**20:.2f} MiB" if memory else "n/a"
                 out += [
                     f"\n{number}. {NAMES[implementation]} (batch_size={batch})...",
                     f"   Forward: {forward.median * 1e3:.2f} ± {(forward.half_iqr or 0) * 1e3:.2f} ms",

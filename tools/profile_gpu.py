@@ -59,6 +59,18 @@ def step_times(model, tokens, estimator, implementation, repeats):
     )  # fmt: skip
 
 
+def host_ms(fn, warmup, repeats):
+    """Host milliseconds per call of ``fn`` over ``repeats`` calls after ``warmup``, synchronised at both ends."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - started) / repeats * 1e3
+
+
 def launch_overhead(report):
     """CPU cost per step where GPU work is negligible (a tiny model, batch 1), and per launch."""
     config = estimators.ModelConfig(d_model=16, n_head=2, n_layer=3, d_ff=16, vocab_size=32, seq_len=8)
@@ -71,34 +83,17 @@ def launch_overhead(report):
                 model.zero_grad(set_to_none=True)
                 logits = model(tokens, estimator=estimator, implementation=implementation, seed=1)
                 next_token_loss(logits, tokens).backward()
-            for _ in range(5):
-                step()
-            torch.cuda.synchronize()
-            started = time.perf_counter()
-            for _ in range(40):
-                step()
-            torch.cuda.synchronize()
-            per_step = (time.perf_counter() - started) / 40 * 1e3
-            started = time.perf_counter()
+            per_step = host_ms(step, warmup=5, repeats=40)
             with torch.no_grad():
-                for _ in range(40):
-                    model(tokens, estimator=estimator, implementation=implementation, seed=1)
-            torch.cuda.synchronize()
-            forward = (time.perf_counter() - started) / 40 * 1e3
+                forward = host_ms(lambda: model(tokens, estimator=estimator, implementation=implementation, seed=1),
+                                  warmup=0, repeats=40)  # fmt: skip
             report.append(f"  {implementation:>9} {estimator:>7}: step {per_step:6.2f}  forward (no grad) {forward:6.2f}")
     from estimators import triton_kernels as tk
 
     small = torch.randn(4, 4, 2, device="cuda")
     a = torch.randn(8, device="cuda")
     for name, fn in (("torch.add", lambda: a + a), ("triton sample_bits", lambda: tk.sample_bits(small, 5, range(1)))):
-        for _ in range(10):
-            fn()
-        torch.cuda.synchronize()
-        started = time.perf_counter()
-        for _ in range(1000):
-            fn()
-        torch.cuda.synchronize()
-        report.append(f"  one {name} launch: {(time.perf_counter() - started) * 1e3:.1f} us")
+        report.append(f"  one {name} launch: {host_ms(fn, warmup=10, repeats=1000) * 1e3:.1f} us")
 
 
 def kernel_sweep(report):

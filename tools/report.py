@@ -20,6 +20,7 @@ import re
 
 import torch
 
+import estimators
 from benchmarks.common import BATCHES, DEVICE, ESTIMATORS, FLOOR, IMPLEMENTATIONS
 
 from . import asv_results
@@ -54,11 +55,18 @@ def total_ms(entry) -> float:
     return (entry[0].median + entry[1].median) * 1e3
 
 
-def verify(estimator: str, preset: str) -> list[str]:
-    """Live equivalence check on this machine: every implementation against ``current`` (row by row)."""
-    import estimators
+def per_sample_speedup(baseline_ms: float, batch: int, total: float) -> str:
+    """How much faster a sample goes than in a batch-1 step taking ``baseline_ms``: baseline x batch / total."""
+    return f"{baseline_ms * batch / total:.2f}x"
 
-    model = estimators.build_model(preset, device=DEVICE, seed=0)
+
+def mib(memory, digits: int = 1) -> str:
+    """A memory measurement (bytes) in MiB, or n/a."""
+    return f"{memory.median / 2**20:.{digits}f}" if memory else "n/a"
+
+
+def verify(model, estimator: str, preset: str) -> list[str]:
+    """Live equivalence check on this machine: every implementation against ``current`` (row by row)."""
     config = estimators.PRESETS[preset]
     lines, failed = [], False
     checked = [i for i in estimators.IMPLEMENTATIONS if i != "current" and not (i == "compiled" and DEVICE == "cpu")]
@@ -86,10 +94,13 @@ def verify(estimator: str, preset: str) -> list[str]:
 def text_report(measurements, machine: str, preset: str, check: bool) -> str:
     out = [f"Results: machine {machine}, preset {preset}, commit {measurements.commit[:8]}",
            "Times: asv medians ± half the interquartile range; memory: peak of one training step."]  # fmt: skip
+    if check:
+        model = estimators.build_model(preset, device=DEVICE, seed=0)
     for estimator in ESTIMATORS:
         out += ["", RULE, f"ESTIMATOR: {estimator.upper()}", RULE]
         if check:
-            out += ["", RULE, f"EQUIVALENCE VERIFICATION (estimator={estimator}, live on {DEVICE})", RULE, *verify(estimator, preset)]
+            out += ["", RULE, f"EQUIVALENCE VERIFICATION (estimator={estimator}, live on {DEVICE})", RULE,
+                    *verify(model, estimator, preset)]  # fmt: skip
         out += ["", RULE, "BENCHMARK RESULTS", RULE]
         for batch in BATCHES:
             entries = [(i, step(measurements, estimator, i, batch)) for i in (*IMPLEMENTATIONS, FLOOR)]
@@ -98,13 +109,13 @@ def text_report(measurements, machine: str, preset: str, check: bool) -> str:
                 continue
             out += ["", f"Batch Size: {batch}"]
             for number, (implementation, (forward, backward, memory)) in enumerate(entries, 1):
-                mib = f"{memory.median / 2**20:.2f} MiB" if memory else "n/a"
+                memory_text = f"{mib(memory, 2)} MiB" if memory else "n/a"
                 out += [
                     f"\n{number}. {NAMES[implementation]} (batch_size={batch})...",
                     f"   Forward: {forward.median * 1e3:.2f} ± {(forward.half_iqr or 0) * 1e3:.2f} ms",
                     f"   Backward: {backward.median * 1e3:.2f} ± {(backward.half_iqr or 0) * 1e3:.2f} ms",
                     f"   Total: {total_ms((forward, backward)):.2f} ms",
-                    f"   Memory: {mib}",
+                    f"   Memory: {memory_text}",
                 ]
         out += summary(measurements, estimator)
     return "\n".join(out)
@@ -125,7 +136,7 @@ def summary(measurements, estimator: str) -> list[str]:
             if entry is None:
                 continue
             total = total_ms(entry)
-            speedup = f"speedup: {base / total:.2f}x" if batch == 1 else f"per-sample speedup: {base * batch / total:.2f}x"
+            speedup = f"{'speedup' if batch == 1 else 'per-sample speedup'}: {per_sample_speedup(base, batch, total)}"
             vs_floor = f", {total / total_ms(floor):.2f}x Floor" if floor else ""
             rows.append(f"  {NAMES[implementation]:<20}: {total:6.2f} ms  ({speedup}{vs_floor})")
         if rows:
@@ -149,11 +160,10 @@ def markdown_report(measurements, machine: str, preset: str) -> str:
                 if entry is None:
                     continue
                 total = total_ms(entry)
-                speedup = f"{total_ms(baseline) * batch / total:.2f}x" if baseline else "n/a"
-                memory = f"{entry[2].median / 2**20:.1f}" if entry[2] else "n/a"
+                speedup = per_sample_speedup(total_ms(baseline), batch, total) if baseline else "n/a"
                 ratio = f"{total / total_ms(floor):.2f}" if floor else "n/a"
                 out.append(f"| {batch} | {implementation} | {entry[0].median * 1e3:.2f} | {entry[1].median * 1e3:.2f} | "
-                           f"{total:.2f} | {memory} | {speedup} | {ratio} |")  # fmt: skip
+                           f"{total:.2f} | {mib(entry[2])} | {speedup} | {ratio} |")  # fmt: skip
     return "\n".join(out)
 
 
@@ -166,21 +176,21 @@ def reference_comparison(measurements, machine: str, reference_path: str) -> str
            "| estimator | implementation | batch | forward ref / ours | backward ref / ours | total ref / ours "
            "| memory ref / ours | per-sample speedup ref / ours |",
            "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    ours_baselines = {estimator: step(measurements, estimator, "current", 1) for estimator in ESTIMATORS}
     for (estimator, implementation, batch), ref in sorted(reference.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
         ours = step(measurements, estimator, implementation, batch)
         ref_base = reference.get((estimator, "current", 1))
-        ours_base = step(measurements, estimator, "current", 1)
-        ref_speed = f"{ref_base['total'] * batch / ref['total']:.2f}x" if ref_base else "n/a"
+        ours_base = ours_baselines.get(estimator)
+        ref_speed = per_sample_speedup(ref_base["total"], batch, ref["total"]) if ref_base else "n/a"
         if ours is None:
             out.append(f"| {estimator} | {implementation} | {batch} | {ref['forward']:.2f} / n/a | {ref['backward']:.2f} / n/a "
                        f"| {ref['total']:.2f} / n/a | {ref['memory']:.1f} / n/a | {ref_speed} / n/a |")  # fmt: skip
             continue
-        ours_speed = f"{total_ms(ours_base) * batch / total_ms(ours):.2f}x" if ours_base else "n/a"
-        memory = f"{ours[2].median / 2**20:.1f}" if ours[2] else "n/a"
+        ours_speed = per_sample_speedup(total_ms(ours_base), batch, total_ms(ours)) if ours_base else "n/a"
         out.append(
             f"| {estimator} | {implementation} | {batch} | {ref['forward']:.2f} / {ours[0].median * 1e3:.2f} "
             f"| {ref['backward']:.2f} / {ours[1].median * 1e3:.2f} | {ref['total']:.2f} / {total_ms(ours):.2f} "
-            f"| {ref['memory']:.1f} / {memory} | {ref_speed} / {ours_speed} |"
+            f"| {ref['memory']:.1f} / {mib(ours[2])} | {ref_speed} / {ours_speed} |"
         )
     return "\n".join(out)
 

@@ -1,4 +1,4 @@
-"""Regression gate: ``python -m tools.gate BASE HEAD [--factor F] [--bench REGEX]``.
+"""Regression gate: ``python -m tools.gate BASE HEAD [--factor F] [--bench REGEX] [-a repeat=N]``.
 
 Runs ``asv continuous`` on the two commits (this machine, its preset), prints
 asv's comparison table and exits with asv's status: 0 when no benchmark got
@@ -32,11 +32,14 @@ def main(argv=None) -> int:
     parser.add_argument("head", help="the commit under test (e.g. HEAD)")
     parser.add_argument("--factor", type=float, default=DEFAULT_FACTOR[DEVICE], help="allowed ratio head/base")
     parser.add_argument("--bench", "-b", action="append", default=[], help="benchmark regex (repeatable)")
+    parser.add_argument("--attribute", "-a", action="append", default=[],
+                        help="override a benchmark attribute, as asv's -a (e.g. repeat=20; repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="estimators-gate-") as scratch:
         config = scratch_config(Path(scratch), results_dir=f"{scratch}/results", html_dir=f"{scratch}/html")
         command = ["continuous", f"--config={config}", f"--factor={args.factor}", "--split"]
-        command += [f"--bench={regex}" for regex in args.bench] + ["--show-stderr", args.base, args.head]
+        command += [f"--bench={regex}" for regex in args.bench] + [f"--attribute={a}" for a in args.attribute]
+        command += ["--show-stderr", args.base, args.head]
         status = run_asv(asv_command(command))
     verdict = {0: "passed", 1: "FAILED: regression"}.get(status, f"FAILED: asv exited {status}")
     print(f"\ngate {verdict} (factor {args.factor}, {args.base} -> {args.head})")

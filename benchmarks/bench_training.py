@@ -43,7 +43,7 @@ class ForwardBackward(_TrainingStepBenchmark):
     version = "1"
     params = [list(ESTIMATORS), list(IMPLEMENTATIONS), list(BATCHES)]
     param_names = ["estimator", "implementation", "batch"]
-    # `current` is the single-sample path: no process is set up for its other batch sizes.
+    # `current` is the single-sample path: its other batch sizes are skipped before setup runs.
     skip_params = [(e, "current", b) for e in ESTIMATORS for b in BATCHES if b != 1]
 
     def setup_cache(self):

@@ -94,14 +94,22 @@ def _build_cpu_model():
         return error
 
 
-def _import_triton():
-    """Import Triton and hash its sources (its JIT cache key) without touching CUDA."""
+def _prepare_triton():
+    """Import Triton and compute its JIT cache key without touching CUDA.
+
+    The key hashes Triton's sources and libtriton (0.4 s on the H100 host), and
+    the first launch imports Gluon (0.1 s); done before the fork, neither is
+    repeated in every benchmark process.
+    """
     try:
         from estimators import triton_kernels  # noqa: F401
-        from triton.compiler.compiler import triton_key
-
+        try:
+            from triton.runtime.cache import triton_key  # Triton >= 3.3
+        except ImportError:
+            from triton.compiler.compiler import triton_key
         triton_key()
-    except Exception:  # no Triton, or another version: each process pays on first use
+        import triton.experimental.gluon.language  # noqa: F401
+    except Exception:  # no Triton, or another layout: each process pays on first use
         pass
 
 
@@ -111,7 +119,7 @@ _CPU_MODEL = None
 if os.environ.get("ASV") == "true":
     _CPU_MODEL = _build_cpu_model()
     if DEVICE == "cuda":
-        _import_triton()
+        _prepare_triton()
 
 
 @functools.cache
@@ -136,25 +144,29 @@ def synchronize() -> None:
 class TrainingStep:
     """Forward (logits and next-token loss) and backward (gradients of all parameters) of one batch.
 
-    Its timer is built on first use, which is asv's untimed warm-up call: a
-    memory benchmark never builds one, a forward benchmark on CPU never runs a
-    backward.
+    Nothing is built until it is used: a memory benchmark, which reports a
+    figure from setup_cache, never starts CUDA in its process. The timer is
+    built in asv's untimed warm-up call, and only for the pass it times.
     """
 
     def __init__(self, estimator: str, implementation: str, batch: int):
-        self.model = model()
-        self.params = list(self.model.parameters())
-        self.tokens = tokens(batch)
+        self.batch = batch
         self.kwargs = dict(estimator=estimator, implementation=implementation, seed=SEED)
         if DEVICE == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
 
+    @functools.cached_property
+    def inputs(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The model's parameters and this batch's tokens, on the device."""
+        return list(model().parameters()), tokens(self.batch)
+
     def loss(self) -> torch.Tensor:
-        return estimators.next_token_loss(self.model(self.tokens, **self.kwargs), self.tokens)
+        batch_tokens = self.inputs[1]
+        return estimators.next_token_loss(model()(batch_tokens, **self.kwargs), batch_tokens)
 
     def gradients(self, loss: torch.Tensor):
-        return torch.autograd.grad(loss, self.params, retain_graph=True)
+        return torch.autograd.grad(loss, self.inputs[0], retain_graph=True)
 
     @functools.cached_property
     def timer(self):
@@ -162,6 +174,7 @@ class TrainingStep:
 
     def peak_memory(self) -> int:
         """Bytes allocated at the peak of a fresh step, above what was allocated before it."""
+        inputs_outside_the_peak = self.inputs  # noqa: F841 (built before the baseline is read)
         if DEVICE == "cuda":
             synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -191,24 +204,45 @@ class EagerTimer:
 
 
 class GraphTimer:
-    """CUDA: forward and backward each captured once in a CUDA graph; a call replays one and synchronises."""
+    """CUDA: the forward, and the backward of the captured forward, each captured once in a CUDA graph.
+
+    A graph is captured on first use (a forward benchmark never captures a
+    backward); a call replays one and synchronises.
+    """
 
     def __init__(self, step: TrainingStep):
+        self.step = step
+
+    @staticmethod
+    def _warm_up(run):
+        """Two eager runs off the capture stream: first use (module loading, cuBLAS, the allocator) is not captured."""
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up (compilation, autotuning, allocator) off the capture stream
+        with torch.cuda.stream(side):
             for _ in range(2):
-                step.gradients(step.loss())
+                run()
         torch.cuda.current_stream().wait_stream(side)
-        self.forward_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.forward_graph):
-            loss = step.loss()
-        self.backward_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.backward_graph, pool=self.forward_graph.pool()):
-            self.gradients = step.gradients(loss)
-        self.forward_graph.replay()
-        self.backward_graph.replay()
+
+    @functools.cached_property
+    def forward_graph(self) -> torch.cuda.CUDAGraph:
+        self._warm_up(self.step.loss)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.loss = self.step.loss()
+        graph.replay()
         synchronize()
+        return graph
+
+    @functools.cached_property
+    def backward_graph(self) -> torch.cuda.CUDAGraph:
+        forward_graph = self.forward_graph  # its loss is what the backward differentiates
+        self._warm_up(lambda: self.step.gradients(self.step.loss()))
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=forward_graph.pool()):
+            self.gradients = self.step.gradients(self.loss)
+        graph.replay()
+        synchronize()
+        return graph
 
     def forward(self):
         self.forward_graph.replay()

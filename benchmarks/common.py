@@ -215,12 +215,11 @@ class GraphTimer:
 
     @staticmethod
     def _warm_up(run):
-        """Two eager runs off the capture stream: first use (module loading, cuBLAS, the allocator) is not captured."""
+        """One eager run off the capture stream: first use (module loading, cuBLAS, the allocator) is not captured."""
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(2):
-                run()
+            run()
         torch.cuda.current_stream().wait_stream(side)
 
     @functools.cached_property
@@ -235,8 +234,8 @@ class GraphTimer:
 
     @functools.cached_property
     def backward_graph(self) -> torch.cuda.CUDAGraph:
-        forward_graph = self.forward_graph  # its loss is what the backward differentiates
         self._warm_up(lambda: self.step.gradients(self.step.loss()))
+        forward_graph = self.forward_graph  # its loss is what the backward differentiates
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=forward_graph.pool()):
             self.gradients = self.step.gradients(self.loss)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import sys
 
 # Fork-safe device check: torch.cuda.is_available() would initialise the CUDA
 # driver in asv's forkserver, and CUDA does not survive a fork.
@@ -127,10 +128,17 @@ def _import_compiler():
         pass
 
 
-# asv imports the suite once in its forkserver process (ASV=true there) and forks one process per
-# benchmark: work done here (building the model on the CPU, imports, hashing) is done once per run.
+def _in_asv_forkserver() -> bool:
+    """Whether this process is asv's forkserver, which imports the suite once and forks every benchmark from it.
+
+    asv's discovery and setup_cache run in processes of their own, which fork
+    nothing: they skip the work below that only pays for itself across forks.
+    """
+    return os.environ.get("ASV") == "true" and sys.argv[1:2] == ["run_server"]
+
+
 _CPU_MODEL = None
-if os.environ.get("ASV") == "true":
+if _in_asv_forkserver():
     _CPU_MODEL = _build_cpu_model()
     if DEVICE == "cuda":
         _prepare_triton()

@@ -16,6 +16,10 @@ wheels=$(realpath "$1"); bundle=$(realpath "$2"); out=$(realpath "$3"); shift 3
 site=/tmp/asv-offline-site
 python3 -m pip install -q --no-index --no-deps --upgrade --target "$site" $(ls "$wheels"/*.whl | grep -vE '/(pip|setuptools|wheel)-')
 export PYTHONPATH="$site" PATH="$site/bin:$PATH" PIP_NO_INDEX=1 PIP_FIND_LINKS="$wheels"
+# Hosts whose Python writes no bytecode (PYTHONDONTWRITEBYTECODE=1 on the H100 image) compile
+# torch's modules from source in every process asv starts (8 s for dynamo and inductor alone).
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX=/tmp/estimators-pycache
 cd "$(dirname "$0")/.."
 # Always: a device kept warm between calls keeps the .git of the previous call's bundle.
 git fetch -q --update-head-ok "$bundle" "+refs/heads/*:refs/heads/*"

@@ -168,30 +168,37 @@ def markdown_report(measurements, machine: str, preset: str) -> str:
 
 
 def reference_comparison(measurements, machine: str, reference_path: str) -> str:
-    """This project's figures next to the reference run's, for the batches and implementations it ran."""
+    """This project's figures next to the reference run's, at the batches it ran.
+
+    Implementations the reference did not have (fused, compiled, the Floor) get
+    rows of their own, with "-" for the reference's figures.
+    """
     reference = parse_reference_run(reference_path)
     out = [f"Reference run ({reference_path}) against machine `{machine}`, commit `{measurements.commit[:8]}`. "
            "Times in ms (reference: mean of its runs; ours: asv median), memory in MiB (reference: MB as printed). "
-           "Per-sample speedup is against current at batch 1 of the same run.", "",
+           "Per-sample speedup is against current at batch 1 of the same run; \"-\": not in that run.", "",
            "| estimator | implementation | batch | forward ref / ours | backward ref / ours | total ref / ours "
            "| memory ref / ours | per-sample speedup ref / ours |",
            "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    ours_baselines = {estimator: step(measurements, estimator, "current", 1) for estimator in ESTIMATORS}
-    for (estimator, implementation, batch), ref in sorted(reference.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
-        ours = step(measurements, estimator, implementation, batch)
+    batches = sorted({batch for _, _, batch in reference})
+    for estimator in ESTIMATORS:
+        ours_base = step(measurements, estimator, "current", 1)
         ref_base = reference.get((estimator, "current", 1))
-        ours_base = ours_baselines.get(estimator)
-        ref_speed = per_sample_speedup(ref_base["total"], batch, ref["total"]) if ref_base else "n/a"
-        if ours is None:
-            out.append(f"| {estimator} | {implementation} | {batch} | {ref['forward']:.2f} / n/a | {ref['backward']:.2f} / n/a "
-                       f"| {ref['total']:.2f} / n/a | {ref['memory']:.1f} / n/a | {ref_speed} / n/a |")  # fmt: skip
-            continue
-        ours_speed = per_sample_speedup(total_ms(ours_base), batch, total_ms(ours)) if ours_base else "n/a"
-        out.append(
-            f"| {estimator} | {implementation} | {batch} | {ref['forward']:.2f} / {ours[0].median * 1e3:.2f} "
-            f"| {ref['backward']:.2f} / {ours[1].median * 1e3:.2f} | {ref['total']:.2f} / {total_ms(ours):.2f} "
-            f"| {ref['memory']:.1f} / {mib(ours[2])} | {ref_speed} / {ours_speed} |"
-        )
+        for batch in batches:
+            for implementation in (*IMPLEMENTATIONS, FLOOR):
+                ref = reference.get((estimator, implementation, batch))
+                ours = step(measurements, estimator, implementation, batch)
+                if ref is None and ours is None:
+                    continue
+                theirs = ("-",) * 5 if ref is None else (
+                    f"{ref['forward']:.2f}", f"{ref['backward']:.2f}", f"{ref['total']:.2f}", f"{ref['memory']:.1f}",
+                    per_sample_speedup(ref_base["total"], batch, ref["total"]) if ref_base else "n/a")  # fmt: skip
+                mine = ("n/a",) * 5 if ours is None else (
+                    f"{ours[0].median * 1e3:.2f}", f"{ours[1].median * 1e3:.2f}", f"{total_ms(ours):.2f}", mib(ours[2]),
+                    per_sample_speedup(total_ms(ours_base), batch, total_ms(ours)) if ours_base else "n/a")  # fmt: skip
+                cells = " | ".join(f"{a} / {b}" for a, b in zip(theirs, mine))
+                out.append(f"| {estimator} | {NAMES[implementation].lower() if implementation == FLOOR else implementation} "
+                           f"| {batch} | {cells} |")  # fmt: skip
     return "\n".join(out)
 
 

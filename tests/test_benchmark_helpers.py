@@ -42,7 +42,7 @@ def test_graph_replays_compute_the_eager_step(step):
     eager_loss = step.loss()
     eager_grads = step.gradients(eager_loss)
     step.timer.backward()  # captures the forward, then the backward of the captured loss, and replays both
-    torch.testing.assert_close(step.timer.loss, eager_loss, )
+    torch.testing.assert_close(step.timer.loss, eager_loss)
     for replayed, eager in zip(step.timer.gradients, eager_grads, strict=True):
         torch.testing.assert_close(replayed, eager)
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 import argparse
 
 import estimators
-
-BATCHES = (1, 2, 8, 16, 32, 64)
+from benchmarks.common import BATCHES
 
 
 def step_flops(config, batch: int) -> float:

@@ -20,4 +20,4 @@ test: install install-browser
 	$(PYTHON) -m pytest -q
 
 bench: install
-	$(PYTHON) -m tools.bench
+	$(PYTHON) -m tools.run.bench

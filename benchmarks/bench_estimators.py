@@ -6,7 +6,10 @@ import torch
 
 import estimators
 
-from .common import DEVICE, ESTIMATORS, TimingAttributes, synchronize
+from . import grid, skips
+from .machine import DEVICE, TimingAttributes, configure_process, synchronize
+
+configure_process()
 
 # One seed-preset layer's logits per sample at batch 16 on CUDA; a quarter of that on CPU (~30 ms forward).
 SHAPE = (16, 512 * 512, 2) if DEVICE == "cuda" else (16, 256 * 256, 2)
@@ -27,12 +30,11 @@ class Estimate(TimingAttributes):
     """``estimators.estimate(name, logits, uniform)`` and the gradient of a linear loss of its output."""
 
     version = "1"
-    params = [list(ESTIMATORS)]
+    params = [list(grid.ESTIMATORS)]
     param_names = ["estimator"]
 
     def setup(self, estimator):
-        if estimator not in estimators.ESTIMATORS:
-            raise NotImplementedError(f"estimator {estimator!r} does not exist at this commit")
+        skips.requires_estimator(estimator)
         self.logits, self.uniform, self.loss = _inputs(estimator)
 
     def time_forward(self, estimator):

@@ -7,20 +7,21 @@ ratio of the two is the cost of per-sample discreteness.
 
 import itertools
 
-from .common import (
-    BATCHES, ESTIMATORS, FLOOR, IMPLEMENTATIONS, TimingAttributes, peak_memories, require, skip_if_out_of_memory,
-    training_step,
-)  # fmt: skip
+from . import grid, skips
+from .machine import TimingAttributes, configure_process
+from .step import peak_memories, training_step
+
+configure_process()
 
 
 class _TrainingStepBenchmark(TimingAttributes):
     """time_forward, time_backward and track_peak_memory of one (estimator, implementation, batch)."""
 
-    @skip_if_out_of_memory
+    @skips.skip_if_out_of_memory
     def time_forward(self, peaks, *params):
         self.step.timer.forward()
 
-    @skip_if_out_of_memory
+    @skips.skip_if_out_of_memory
     def time_backward(self, peaks, *params):
         self.step.timer.backward()
 
@@ -30,7 +31,7 @@ class _TrainingStepBenchmark(TimingAttributes):
     track_peak_memory.unit = "bytes"
 
     def _prepare(self, peaks, estimator, implementation, batch):
-        require(estimator, implementation, batch)
+        skips.requires_step(estimator, implementation, batch)
         self.peak = peaks[estimator, implementation, batch]
         if isinstance(self.peak, str):  # why it has no figure: n/a
             raise NotImplementedError(self.peak)
@@ -41,10 +42,10 @@ class ForwardBackward(_TrainingStepBenchmark):
     """Per-sample masks: every sample of the batch draws its own."""
 
     version = "1"
-    params = [list(ESTIMATORS), list(IMPLEMENTATIONS), list(BATCHES)]
+    params = [list(grid.ESTIMATORS), list(grid.IMPLEMENTATIONS), list(grid.BATCHES)]
     param_names = ["estimator", "implementation", "batch"]
-    # `current` is the single-sample path: its other batch sizes are skipped before setup runs.
-    skip_params = [(e, "current", b) for e in ESTIMATORS for b in BATCHES if b != 1]
+    # What no machine runs (`current` beyond batch 1) is skipped before setup runs.
+    skip_params = [combo for combo in itertools.product(*params) if grid.skip_reason(*combo[1:], device="*")]
 
     def setup_cache(self):
         return peak_memories(itertools.product(*self.params))
@@ -57,11 +58,11 @@ class Floor(_TrainingStepBenchmark):
     """One mask (the first sample's) for the whole batch: the floor of the per-sample cost."""
 
     version = "1"
-    params = [list(ESTIMATORS), list(BATCHES)]
+    params = [list(grid.ESTIMATORS), list(grid.BATCHES)]
     param_names = ["estimator", "batch"]
 
     def setup_cache(self):
-        return peak_memories((estimator, FLOOR, batch) for estimator, batch in itertools.product(*self.params))
+        return peak_memories((estimator, grid.FLOOR, batch) for estimator, batch in itertools.product(*self.params))
 
     def setup(self, peaks, estimator, batch):
-        self._prepare(peaks, estimator, FLOOR, batch)
+        self._prepare(peaks, estimator, grid.FLOOR, batch)

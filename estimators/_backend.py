@@ -7,7 +7,8 @@ import os
 
 import torch
 
-_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+# Triton runs its kernels on the CPU, in numpy, instead of compiling them (how CI checks them).
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def triton_kernels(device: torch.device | str):
@@ -17,7 +18,7 @@ def triton_kernels(device: torch.device | str):
     TRITON_INTERPRET=1 (Triton's CPU interpreter: how CI checks the kernels).
     """
     device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
-    if device_type != "cuda" and not _INTERPRETED:
+    if device_type != "cuda" and not INTERPRETED:
         return None
     return _import_kernels()
 

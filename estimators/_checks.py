@@ -37,9 +37,7 @@ def check_logits_and_noise(logits: torch.Tensor, uniform: torch.Tensor) -> None:
     if not isinstance(uniform, torch.Tensor):
         raise TypeError(f"uniform must be a tensor, got {_describe(uniform)}")
     if uniform.shape != logits.shape:
-        raise ValueError(
-            f"uniform must have the logits' shape {tuple(logits.shape)}, got {tuple(uniform.shape)}"
-        )
+        raise ValueError(f"uniform must have the logits' shape {tuple(logits.shape)}, got {tuple(uniform.shape)}")
     if uniform.dtype != logits.dtype:
         raise TypeError(f"uniform must have the logits' dtype {logits.dtype}, got {uniform.dtype}")
     if uniform.device != logits.device:

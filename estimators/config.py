@@ -37,9 +37,7 @@ class ModelConfig:
         if not 2 <= self.num_categories <= 255:
             raise ValueError(f"num_categories must lie in [2, 255], got {self.num_categories}")
         if self.codebook is not None and len(self.codebook) != self.num_categories:
-            raise ValueError(
-                f"codebook needs num_categories={self.num_categories} values, got {len(self.codebook)}"
-            )
+            raise ValueError(f"codebook needs num_categories={self.num_categories} values, got {len(self.codebook)}")
 
     @property
     def codebook_values(self) -> tuple[float, ...]:

@@ -29,8 +29,27 @@ from .gradients import ESTIMATOR_FUNCTIONS
 CPU_CHUNK = 4  # samples whose fp32 masked weights the torch path holds at once
 
 
-def fused_linear(x, layer, draw):
-    """y [B, T, out] of a ``StochasticLinear`` ``layer`` without per-sample fp32 weights."""
+def fused_linear(x: torch.Tensor, layer, draw) -> torch.Tensor:
+    """Apply a stochastic linear layer with a mask per sample, never materialising B masked weights.
+
+    y_b = x_b (W * m_b)^T + bias with m_b = D_b . c and D_b the sample of
+    ``draw.samples[b]``; the backward pass gives x, W, bias and the mask
+    logits their gradients, the logits' through ``draw.estimator``.
+
+    Args:
+        x: activations ``[B, T, in]``; row b belongs to sample ``draw.samples[b]``.
+        layer: a ``StochasticLinear`` (weight ``[out, in]``, bias ``[out]``, logits ``[out, in, K]``,
+            codebook ``[K]``, its noise stream ``param_id``).
+        draw: the forward pass's ``MaskDraw`` (estimator, tau, seed, sample indices).
+
+    Returns:
+        y ``[B, T, out]`` in x's dtype.
+
+    Example::
+
+        >>> draw = MaskDraw("ste", "fused", tau=1.0, seed=0, samples=range(4))
+        >>> y = fused_linear(torch.randn(4, 16, layer.weight.shape[1]), layer, draw)
+    """
     return _FusedStochasticLinear.apply(
         x, layer.weight, layer.bias, layer.logits, layer.codebook, layer.codes, layer.param_id, draw
     )

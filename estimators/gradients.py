@@ -42,7 +42,12 @@ def sample_index(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
 
 
 class _OneHotEstimator(torch.autograd.Function):
-    """Forward: D = one_hot(index) in the logits' dtype. Subclasses define the backward."""
+    """Forward: D = one_hot(index) in the logits' dtype. Backward: dL/dtheta = ``logit_grad(..., g)``.
+
+    Subclasses define only ``logit_grad(logits, one_hot, uniform, tau, grad)``;
+    each gets the one backward below, bound to its class (torch.compile
+    traces a static ``backward``, not a classmethod).
+    """
 
     needs_uniform = False
 
@@ -53,10 +58,15 @@ class _OneHotEstimator(torch.autograd.Function):
         ctx.save_for_backward(logits, index, uniform)
         return one_hot
 
-    @staticmethod
-    def saved(ctx):
-        logits, index, uniform = ctx.saved_tensors
-        return logits, F.one_hot(index.long(), logits.shape[-1]).to(logits.dtype), uniform
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+
+        def backward(ctx, grad):
+            logits, index, uniform = ctx.saved_tensors
+            one_hot = F.one_hot(index.long(), logits.shape[-1]).to(logits.dtype)
+            return cls.logit_grad(logits, one_hot, uniform, ctx.tau, grad), None, None, None
+
+        cls.backward = staticmethod(backward)
 
 
 class StraightThrough(_OneHotEstimator):
@@ -69,11 +79,6 @@ class StraightThrough(_OneHotEstimator):
     @staticmethod
     def logit_grad(logits, one_hot, uniform, tau, grad):
         return simplex_jvp(torch.softmax(logits / tau, dim=-1), grad) / tau
-
-    @staticmethod
-    def backward(ctx, grad):
-        logits, one_hot, uniform = _OneHotEstimator.saved(ctx)
-        return StraightThrough.logit_grad(logits, one_hot, uniform, ctx.tau, grad), None, None, None
 
 
 class ReinMax(_OneHotEstimator):
@@ -89,11 +94,6 @@ class ReinMax(_OneHotEstimator):
         pi1 = (torch.softmax(logits / tau, dim=-1) + one_hot) / 2
         return 2 * simplex_jvp(pi1, grad) - simplex_jvp(pi0, grad) / 2
 
-    @staticmethod
-    def backward(ctx, grad):
-        logits, one_hot, uniform = _OneHotEstimator.saved(ctx)
-        return ReinMax.logit_grad(logits, one_hot, uniform, ctx.tau, grad), None, None, None
-
 
 class GumbelSoftmax(_OneHotEstimator):
     """Straight-through Gumbel-softmax (Jang, Gu & Poole, ICLR 2017, arXiv:1611.01144).
@@ -108,11 +108,6 @@ class GumbelSoftmax(_OneHotEstimator):
     def logit_grad(logits, one_hot, uniform, tau, grad):
         return simplex_jvp(torch.softmax((logits + gumbel(uniform)) / tau, dim=-1), grad) / tau
 
-    @staticmethod
-    def backward(ctx, grad):
-        logits, one_hot, uniform = _OneHotEstimator.saved(ctx)
-        return GumbelSoftmax.logit_grad(logits, one_hot, uniform, ctx.tau, grad), None, None, None
-
 
 ESTIMATOR_FUNCTIONS: dict[str, type[_OneHotEstimator]] = {
     "ste": StraightThrough,
@@ -123,9 +118,35 @@ ESTIMATORS = tuple(ESTIMATOR_FUNCTIONS)
 
 
 def estimate(name: str, logits: torch.Tensor, uniform: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-    """One-hot sample D = one_hot(argmax(logits + G(uniform))), in the logits' dtype and shape.
+    r"""Draw a one-hot categorical sample whose backward pass is a gradient estimator's.
 
-    Its backward is the named estimator's (see ``ESTIMATORS``).
+    The forward pass is the Gumbel-max sample, the same for every estimator:
+    D = one_hot(argmax_k(theta_k + G_k)) with G = -log(-log U). The backward
+    pass returns the named estimator's dL/dtheta for the upstream g = dL/dD
+    (formulas in this module's docstring and in each estimator's class).
+
+    Args:
+        name: one of ``ESTIMATORS``: ``"ste"``, ``"reinmax"`` or ``"gumbel"``.
+        logits: theta, floating point ``[..., K]`` with K >= 2 categories on the last axis; no NaN.
+        uniform: U, noise of the logits' shape, dtype and device, strictly inside (0, 1)
+            (e.g. ``noise.uniform``, or ``torch.rand``).
+        tau: temperature, a finite number > 0, used by the backward pass only.
+
+    Returns:
+        D, one-hot ``[..., K]`` in the logits' dtype; differentiable with respect to ``logits``.
+
+    Raises:
+        ValueError: an unknown ``name`` (the error lists the valid ones), tau <= 0, NaN logits,
+            noise outside (0, 1) or of another shape or device.
+        TypeError: non-floating logits, or noise of another dtype.
+
+    Example::
+
+        >>> logits = torch.randn(4, 3, requires_grad=True)
+        >>> d = estimate("reinmax", logits, torch.rand(4, 3), tau=0.5)
+        >>> d.sum(-1)
+        tensor([1., 1., 1., 1.], grad_fn=<SumBackward1>)
+        >>> (d * torch.randn(4, 3)).sum().backward()  # logits.grad holds ReinMax's estimate
     """
     _checks.check_choice("estimator", name, ESTIMATORS)
     tau = _checks.check_tau(tau)

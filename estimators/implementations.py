@@ -89,9 +89,16 @@ def masked_bmm(x, weight, bias, logits, codebook, index, uniform, estimator: str
 
 def bmm(x, layer, draw):
     return masked_bmm(
-        x, layer.weight, layer.bias, layer.logits, layer.codebook,
-        draw.index(layer), draw.uniform(layer), draw.estimator, draw.tau,
-    )  # fmt: skip
+        x,
+        layer.weight,
+        layer.bias,
+        layer.logits,
+        layer.codebook,
+        draw.index(layer),
+        draw.uniform(layer),
+        draw.estimator,
+        draw.tau,
+    )
 
 
 def vmap(x, layer, draw):
@@ -105,9 +112,16 @@ def _compiled_masked_bmm():
 
 def compiled(x, layer, draw):
     return _compiled_masked_bmm()(
-        x, layer.weight, layer.bias, layer.logits, layer.codebook,
-        draw.index(layer), draw.uniform(layer), draw.estimator, draw.tau,
-    )  # fmt: skip
+        x,
+        layer.weight,
+        layer.bias,
+        layer.logits,
+        layer.codebook,
+        draw.index(layer),
+        draw.uniform(layer),
+        draw.estimator,
+        draw.tau,
+    )
 
 
 def fused(x, layer, draw):

@@ -54,7 +54,9 @@ class CausalSelfAttention(nn.Module):
         def heads(y):
             return y.view(batch, time, self.n_head, width // self.n_head).transpose(1, 2)
 
-        y = F.scaled_dot_product_attention(heads(self.q(x, draw)), heads(self.k(x, draw)), heads(self.v(x, draw)), is_causal=True)
+        y = F.scaled_dot_product_attention(
+            heads(self.q(x, draw)), heads(self.k(x, draw)), heads(self.v(x, draw)), is_causal=True
+        )
         return self.o(y.transpose(1, 2).reshape(batch, time, width), draw)
 
 
@@ -109,11 +111,32 @@ class StochasticTransformer(nn.Module):
         tau: float = 1.0,
         sample_offset: int = 0,
     ) -> torch.Tensor:
-        """Logits [B, T, vocab] with per-sample masks drawn under ``seed``.
+        """Next-token logits of a batch, every row drawing its own weight masks.
 
-        Row b is sample ``sample_offset + b``: its masks do not depend on the
-        batch it sits in. ``implementation`` is one of ``IMPLEMENTATIONS`` or
-        ``FLOOR`` ("shared": every row uses the first row's mask).
+        Row b is sample ``sample_offset + b``: its masks depend only on
+        (``seed``, that sample index, the layer, the weight), never on the
+        batch it sits in, the device or the implementation, so every
+        implementation computes the same function.
+
+        Args:
+            tokens: token ids, int64 or int32 ``[B, T]`` with ``1 <= T <= config.seq_len`` and ids in
+                ``[0, config.vocab_size)``.
+            estimator: one of ``ESTIMATORS``: the gradient estimator of the masks' backward pass.
+            implementation: one of ``IMPLEMENTATIONS`` (``"current"`` runs B = 1 only), or ``FLOOR``
+                (``"shared"``: every row uses the first row's mask, the cost floor).
+            seed: an int in [0, 2**64): the noise every mask is drawn from.
+            tau: the estimator's temperature, a finite number > 0.
+            sample_offset: the sample index of row 0, an int in [0, 2**32 - B].
+
+        Returns:
+            logits ``[B, T, config.vocab_size]``, in the model's dtype.
+
+        Example::
+
+            >>> model = build_model("small", seed=0)
+            >>> tokens = torch.randint(0, 1024, (2, 64))
+            >>> logits = model(tokens, estimator="ste", implementation="bmm", seed=1234)
+            >>> next_token_loss(logits, tokens).backward()
         """
         _checks.check_choice("estimator", estimator, ESTIMATORS)
         _checks.check_choice("implementation", implementation, IMPLEMENTATIONS + (FLOOR,))
@@ -121,7 +144,11 @@ class StochasticTransformer(nn.Module):
         _checks.check_seed(seed)
         _checks.check_tokens(tokens, self.config.vocab_size, self.config.seq_len)
         batch, time = tokens.shape
-        if isinstance(sample_offset, bool) or not isinstance(sample_offset, int) or not 0 <= sample_offset <= 2**32 - batch:
+        if (
+            isinstance(sample_offset, bool)
+            or not isinstance(sample_offset, int)
+            or not 0 <= sample_offset <= 2**32 - batch
+        ):
             raise ValueError(f"sample_offset must be an int in [0, 2**32 - batch], got {sample_offset!r}")
         implementations.check_batch(implementation, batch)
 
@@ -134,13 +161,32 @@ class StochasticTransformer(nn.Module):
 
 
 def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy of logits[:, t] against tokens[:, t + 1]: the training loss."""
+    """The training loss: cross-entropy of ``logits[:, t]`` [B, T, vocab] against ``tokens[:, t + 1]`` [B, T]."""
     vocab = logits.shape[-1]
     return F.cross_entropy(logits[:, :-1].reshape(-1, vocab), tokens[:, 1:].reshape(-1), reduction=reduction)
 
 
 def build_model(preset: str | ModelConfig, device: str | torch.device = "cpu", seed: int = 0) -> StochasticTransformer:
-    """A float32 model of a named preset (see ``PRESETS``) or a ``ModelConfig``, initialised from ``seed``."""
+    """Build a float32 stochastic transformer, initialised deterministically.
+
+    Weights N(0, 0.02), biases 0, LayerNorms (1, 0), mask logits N(0, 1) with
+    the largest code's logit raised by ``LOGIT_INIT_BIAS`` (most weights start
+    kept). The initialisation draws from its own generator: the caller's RNG
+    does not move.
+
+    Args:
+        preset: a name in ``PRESETS`` (``"seed"``, ``"small"``) or a ``ModelConfig``.
+        device: where the parameters live.
+        seed: an int in [0, 2**64): the initialisation's seed (not the masks').
+
+    Returns:
+        a ``StochasticTransformer`` on ``device``.
+
+    Example::
+
+        >>> model = build_model("seed", device="cuda", seed=0)
+        >>> sum(p.numel() for p in model.parameters())
+    """
     if isinstance(preset, ModelConfig):
         config = preset
     else:

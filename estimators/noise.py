@@ -119,8 +119,7 @@ def uniform(
     kernels = _backend.triton_kernels(device)
     if kernels is not None:
         key = param_key(seed, param)
-        rows = [kernels.uniform(key, run, numel, device) for run in contiguous_runs(samples)]
-        return (rows[0] if len(rows) == 1 else torch.cat(rows)).view(len(samples), *shape)
+        return over_runs(samples, lambda run: kernels.uniform(key, run, numel, device)).view(len(samples), *shape)
     keys = sample_keys(seed, param, samples)
     return torch.from_numpy(_uniform_numpy(keys, numel)).view(len(samples), *shape).to(device)
 
@@ -136,6 +135,13 @@ def contiguous_runs(samples: Sequence[int]) -> list[range]:
         else:
             runs.append(range(sample, sample + 1))
     return runs
+
+
+def over_runs(samples: Sequence[int], launch) -> torch.Tensor:
+    """``launch(run)`` for each run of consecutive samples (kernels take a first sample and a count),
+    concatenated along the first axis."""
+    parts = [launch(run) for run in contiguous_runs(samples)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def gumbel(u: torch.Tensor) -> torch.Tensor:

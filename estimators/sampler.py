@@ -26,7 +26,7 @@ def draw_index(logits: torch.Tensor, seed: int, param: int, samples: Sequence[in
     kernels = _backend.triton_kernels(logits.device)
     if kernels is not None:
         key = noise.param_key(seed, param)
-        return _cat([kernels.sample_index(logits, key, run) for run in noise.contiguous_runs(samples)])
+        return noise.over_runs(samples, lambda run: kernels.sample_index(logits, key, run))
     uniform = noise.uniform(seed, param, samples, logits.shape, logits.device)
     return sample_index(logits, uniform).to(torch.uint8)
 
@@ -42,12 +42,8 @@ def draw_bits(logits: torch.Tensor, seed: int, param: int, samples: Sequence[int
     kernels = _backend.triton_kernels(logits.device)
     if kernels is not None:
         key = noise.param_key(seed, param)
-        return _cat([kernels.sample_bits(logits, key, run) for run in noise.contiguous_runs(samples)])
+        return noise.over_runs(samples, lambda run: kernels.sample_bits(logits, key, run))
     return pack_bits(draw_index(logits, seed, param, samples))
-
-
-def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def pack_bits(index: torch.Tensor) -> torch.Tensor:

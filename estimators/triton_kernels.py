@@ -16,14 +16,14 @@ hold these kernels to the same fp32 tolerances as every implementation.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-_INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
+from ._backend import INTERPRETED
+
+_INTERPRETED = tl.constexpr(INTERPRETED)
 
 
 @triton.jit
@@ -93,9 +93,7 @@ def _uniform_kernel(param_key, first_sample, out_ptr, numel, BLOCK: tl.constexpr
 
 
 @triton.jit
-def _sample_index_kernel(
-    logits_ptr, param_key, first_sample, out_ptr, n_weights, K: tl.constexpr, BLOCK: tl.constexpr
-):
+def _sample_index_kernel(logits_ptr, param_key, first_sample, out_ptr, n_weights, K: tl.constexpr, BLOCK: tl.constexpr):
     b = tl.program_id(1)
     weight = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = weight < n_weights
@@ -126,54 +124,102 @@ def _mask_bit(bits_ptr, weight, mask):
 
 @triton.jit
 def _masked_matmul_kernel(
-    a_ptr, w_ptr, bits_ptr, bias_ptr, c_ptr,
-    T, N, KD, n_bytes,
-    stride_ab, stride_at, stride_ak,
-    stride_wn, stride_wk,
-    stride_cb, stride_ct, stride_cn,
-    code0, code1,
-    HAS_BIAS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    # Operands. Shapes in [brackets]; the weight operand is read through strides, so one kernel
+    # serves the forward (W^T) and the input gradient (W).
+    a_ptr,  # [batch, time, reduce_dim]: x in the forward, dy in the input gradient
+    weight_ptr,  # [out_features, in_features], element (k, n) at k * stride_wk + n * stride_wn
+    mask_bits_ptr,  # uint8 [batch, mask_bytes]: sample b's K = 2 mask bits, 8 weights a byte
+    bias_ptr,  # [n_cols] (read only when HAS_BIAS)
+    c_ptr,  # [batch, time, n_cols]: the output
+    # Sizes.
+    time,
+    n_cols,
+    reduce_dim,
+    mask_bytes,
+    # Strides, in elements.
+    stride_ab,
+    stride_at,
+    stride_ak,
+    stride_wn,
+    stride_wk,
+    stride_cb,
+    stride_ct,
+    stride_cn,
+    # Mask values: m = code0 where the bit is 0, code1 where it is 1.
+    code0,
+    code1,
+    # Compile-time switches and tiles.
+    HAS_BIAS: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
     PRECISION: tl.constexpr,
-):  # fmt: skip
-    """C[b] = A[b] @ (W * M_b)^op (+ bias); element (k, n) of the weight operand is W.flat[k*stride_wk + n*stride_wn]."""
+):
+    """C[b] = A[b] @ (W * M_b)^op (+ bias), one [BLOCK_T, BLOCK_N] tile of C[b] a program."""
     b = tl.program_id(2)
     offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     a_base = a_ptr + b.to(tl.int64) * stride_ab
-    bits_base = bits_ptr + b.to(tl.int64) * n_bytes
+    bits_base = mask_bits_ptr + b.to(tl.int64) * mask_bytes
     acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, KD, BLOCK_K):
+    for k0 in range(0, reduce_dim, BLOCK_K):
         kk = k0 + offs_k
         a = tl.load(
             a_base + offs_t[:, None] * stride_at + kk[None, :] * stride_ak,
-            mask=(offs_t[:, None] < T) & (kk[None, :] < KD),
+            mask=(offs_t[:, None] < time) & (kk[None, :] < reduce_dim),
             other=0.0,
         )
         weight = kk[:, None] * stride_wk + offs_n[None, :] * stride_wn
-        w_mask = (kk[:, None] < KD) & (offs_n[None, :] < N)
-        w = tl.load(w_ptr + weight, mask=w_mask, other=0.0)
+        w_mask = (kk[:, None] < reduce_dim) & (offs_n[None, :] < n_cols)
+        w = tl.load(weight_ptr + weight, mask=w_mask, other=0.0)
         w = w * tl.where(_mask_bit(bits_base, weight, w_mask) != 0, code1, code0)
         acc += tl.dot(a, w, input_precision=PRECISION)
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0)[None, :]
+        acc += tl.load(bias_ptr + offs_n, mask=offs_n < n_cols, other=0.0)[None, :]
     tl.store(
         c_ptr + b.to(tl.int64) * stride_cb + offs_t[:, None] * stride_ct + offs_n[None, :] * stride_cn,
         acc,
-        mask=(offs_t[:, None] < T) & (offs_n[None, :] < N),
+        mask=(offs_t[:, None] < time) & (offs_n[None, :] < n_cols),
     )
 
 
 @triton.jit
 def _masked_weight_grad_kernel(
-    dy_ptr, x_ptr, bits_ptr, logits_ptr, out_ptr, param_key, first_sample,
-    B, T, O, I, n_bytes, samples_per_split,
-    stride_dyb, stride_dyt, stride_dyo,
-    stride_xb, stride_xt, stride_xi,
-    inv_tau, code0, code1,
-    GUMBEL: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_T: tl.constexpr,
+    # Operands. Shapes in [brackets].
+    dy_ptr,  # [batch, time, out_features]
+    x_ptr,  # [batch, time, in_features]
+    mask_bits_ptr,  # uint8 [batch, mask_bytes]: sample b's K = 2 mask bits
+    logits_ptr,  # [out_features, in_features, 2] (read only when GUMBEL)
+    out_ptr,  # fp32 [splits, 3, out_features, in_features]: the partial sums, one plane each
+    # The noise of sample first_sample + b (GUMBEL only).
+    param_key,
+    first_sample,
+    # Sizes.
+    batch,
+    time,
+    out_features,
+    in_features,
+    mask_bytes,
+    samples_per_split,
+    # Strides, in elements.
+    stride_dyb,
+    stride_dyt,
+    stride_dyo,
+    stride_xb,
+    stride_xt,
+    stride_xi,
+    # Scalars of the estimator and the codebook.
+    inv_tau,
+    code0,
+    code1,
+    # Compile-time switches and tiles.
+    GUMBEL: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+    BLOCK_T: tl.constexpr,
     PRECISION: tl.constexpr,
-):  # fmt: skip
+):
     """Per tile of W, over this split's samples b, with G_b = dy_b^T x_b:
 
     out[split, 0] = sum_b G_b, out[split, 1] = sum_b G_b * bit_b and, for the
@@ -184,8 +230,8 @@ def _masked_weight_grad_kernel(
     offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
     offs_i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
     offs_t = tl.arange(0, BLOCK_T)
-    tile_mask = (offs_o[:, None] < O) & (offs_i[None, :] < I)
-    weight = offs_o[:, None] * I + offs_i[None, :]
+    tile_mask = (offs_o[:, None] < out_features) & (offs_i[None, :] < in_features)
+    weight = offs_o[:, None] * in_features + offs_i[None, :]
     if GUMBEL:
         theta0 = tl.load(logits_ptr + 2 * weight, mask=tile_mask, other=0.0)
         theta1 = tl.load(logits_ptr + 2 * weight + 1, mask=tile_mask, other=0.0)
@@ -193,34 +239,34 @@ def _masked_weight_grad_kernel(
     sum_set = tl.zeros((BLOCK_O, BLOCK_I), dtype=tl.float32)
     sum_alpha = tl.zeros((BLOCK_O, BLOCK_I), dtype=tl.float32)
     b_start = split * samples_per_split
-    b_end = tl.minimum(B, b_start + samples_per_split)
+    b_end = tl.minimum(batch, b_start + samples_per_split)
     for b in range(b_start, b_end):
         b64 = tl.cast(b, tl.int64)
         dy_base = dy_ptr + b64 * stride_dyb
         x_base = x_ptr + b64 * stride_xb
         g = tl.zeros((BLOCK_O, BLOCK_I), dtype=tl.float32)
-        for t0 in range(0, T, BLOCK_T):
+        for t0 in range(0, time, BLOCK_T):
             tt = t0 + offs_t
             dy_t = tl.load(
                 dy_base + tt[None, :] * stride_dyt + offs_o[:, None] * stride_dyo,
-                mask=(tt[None, :] < T) & (offs_o[:, None] < O),
+                mask=(tt[None, :] < time) & (offs_o[:, None] < out_features),
                 other=0.0,
             )
             x_t = tl.load(
                 x_base + tt[:, None] * stride_xt + offs_i[None, :] * stride_xi,
-                mask=(tt[:, None] < T) & (offs_i[None, :] < I),
+                mask=(tt[:, None] < time) & (offs_i[None, :] < in_features),
                 other=0.0,
             )
             g += tl.dot(dy_t, x_t, input_precision=PRECISION)
         sum_all += g
-        sum_set += tl.where(_mask_bit(bits_ptr + b64 * n_bytes, weight, tile_mask) != 0, g, 0.0)
+        sum_set += tl.where(_mask_bit(mask_bits_ptr + b64 * mask_bytes, weight, tile_mask) != 0, g, 0.0)
         if GUMBEL:
             ka, kb = _sample_keys(param_key, first_sample, b)
             z0 = theta0 + _gumbel(_uniform((2 * weight).to(tl.uint32), ka, kb))
             z1 = theta1 + _gumbel(_uniform((2 * weight + 1).to(tl.uint32), ka, kb))
             y1 = tl.sigmoid((z1 - z0) * inv_tau)
             sum_alpha += g * (y1 * (1.0 - y1) * (code1 - code0) * inv_tau)
-    plane = O * I
+    plane = out_features * in_features
     out = out_ptr + split.to(tl.int64) * 3 * plane + weight
     tl.store(out, sum_all, mask=tile_mask)
     tl.store(out + plane, sum_set, mask=tile_mask)
@@ -228,20 +274,20 @@ def _masked_weight_grad_kernel(
         tl.store(out + 2 * plane, sum_alpha, mask=tile_mask)
 
 
-# Tile sizes and precision chosen by a sweep on an H100 at the seed preset's shapes
-# (tools/profile_gpu.py --sweep; numbers in docs/PERFORMANCE.md).
-_SAMPLER_BLOCK = 1024
-_MATMUL_BLOCKS = dict(BLOCK_T=128, BLOCK_N=64, BLOCK_K=32, num_warps=8)
-_WEIGHT_GRAD_BLOCKS = dict(BLOCK_O=32, BLOCK_I=64, BLOCK_T=32, num_warps=4)
-_TARGET_PROGRAMS = 264  # two waves of the H100's 132 multiprocessors
-_DOT_PRECISION = "tf32x3"  # see the module docstring; "ieee" is 4x slower at the same accuracy
+# Tile configurations and dot precision: the defaults of the launchers below, chosen by a sweep on
+# an H100 at the seed preset's shapes (python -m tools.probes.profile_gpu --sweep passes others).
+SAMPLER_BLOCK = 1024
+MATMUL_TILES = {"BLOCK_T": 128, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 8}
+WEIGHT_GRAD_TILES = {"BLOCK_O": 32, "BLOCK_I": 64, "BLOCK_T": 32, "num_warps": 4}
+TARGET_PROGRAMS = 264  # the weight gradient splits the batch until two waves of an H100's 132 SMs are busy
+DOT_PRECISION = "tf32x3"  # see the module docstring; "ieee" is 4x slower at the same accuracy
 
 
 def uniform(param_key: int, samples: range, numel: int, device) -> torch.Tensor:
     """float32 [len(samples), numel]: ``noise.uniform`` of consecutive ``samples``, computed on ``device``."""
     out = torch.empty(len(samples), numel, dtype=torch.float32, device=device)
-    grid = (triton.cdiv(numel, _SAMPLER_BLOCK), len(samples))
-    _uniform_kernel[grid](param_key, samples.start, out, numel, BLOCK=_SAMPLER_BLOCK)
+    grid = (triton.cdiv(numel, SAMPLER_BLOCK), len(samples))
+    _uniform_kernel[grid](param_key, samples.start, out, numel, BLOCK=SAMPLER_BLOCK)
     return out
 
 
@@ -250,9 +296,9 @@ def sample_index(logits: torch.Tensor, param_key: int, samples: range) -> torch.
     logits = logits.contiguous()
     n_weights = logits.numel() // logits.shape[-1]
     out = torch.empty(len(samples), *logits.shape[:-1], dtype=torch.uint8, device=logits.device)
-    grid = (triton.cdiv(n_weights, _SAMPLER_BLOCK), len(samples))
+    grid = (triton.cdiv(n_weights, SAMPLER_BLOCK), len(samples))
     _sample_index_kernel[grid](
-        logits, param_key, samples.start, out, n_weights, K=logits.shape[-1], BLOCK=_SAMPLER_BLOCK
+        logits, param_key, samples.start, out, n_weights, K=logits.shape[-1], BLOCK=SAMPLER_BLOCK
     )
     return out
 
@@ -261,56 +307,97 @@ def sample_bits(logits: torch.Tensor, param_key: int, samples: range) -> torch.T
     """uint8 [B, ceil(W / 8)]: the K = 2 sample packed as bits (``sampler.draw_bits``'s layout)."""
     logits = logits.contiguous()
     n_weights = logits.numel() // 2
-    n_bytes = triton.cdiv(n_weights, 8)
-    out = torch.empty(len(samples), n_bytes, dtype=torch.uint8, device=logits.device)
-    grid = (triton.cdiv(n_bytes, _SAMPLER_BLOCK // 8), len(samples))
-    _sample_bits_kernel[grid](
-        logits, param_key, samples.start, out, n_weights, n_bytes, BLOCK=_SAMPLER_BLOCK // 8
-    )
+    mask_bytes = triton.cdiv(n_weights, 8)
+    out = torch.empty(len(samples), mask_bytes, dtype=torch.uint8, device=logits.device)
+    grid = (triton.cdiv(mask_bytes, SAMPLER_BLOCK // 8), len(samples))
+    _sample_bits_kernel[grid](logits, param_key, samples.start, out, n_weights, mask_bytes, BLOCK=SAMPLER_BLOCK // 8)
     return out
 
 
-def _masked_matmul(a, weight, bits, codes, bias, transpose_weight: bool) -> torch.Tensor:
-    batch, time, kd = a.shape
+def _masked_matmul(a, weight, mask_bits, codes, bias, transpose_weight: bool, tiles: dict, precision: str):
+    batch, time, reduce_dim = a.shape
     out_features, in_features = weight.shape
-    n = in_features if transpose_weight else out_features
-    c = torch.empty(batch, time, n, dtype=a.dtype, device=a.device)
+    n_cols = in_features if transpose_weight else out_features
+    c = torch.empty(batch, time, n_cols, dtype=a.dtype, device=a.device)
     stride_wn, stride_wk = (1, in_features) if transpose_weight else (in_features, 1)
-    blocks = _MATMUL_BLOCKS
-    grid = (triton.cdiv(time, blocks["BLOCK_T"]), triton.cdiv(n, blocks["BLOCK_N"]), batch)
+    grid = (triton.cdiv(time, tiles["BLOCK_T"]), triton.cdiv(n_cols, tiles["BLOCK_N"]), batch)
     _masked_matmul_kernel[grid](
-        a, weight, bits, bias if bias is not None else weight, c,
-        time, n, kd, bits.shape[1],
-        *a.stride(), stride_wn, stride_wk, *c.stride(),
+        a,
+        weight,
+        mask_bits,
+        bias if bias is not None else weight,
+        c,
+        time,
+        n_cols,
+        reduce_dim,
+        mask_bits.shape[1],
+        *a.stride(),
+        stride_wn,
+        stride_wk,
+        *c.stride(),
         *codes,
-        HAS_BIAS=bias is not None, PRECISION=_DOT_PRECISION, **blocks,
-    )  # fmt: skip
+        HAS_BIAS=bias is not None,
+        PRECISION=precision,
+        **tiles,
+    )
     return c
 
 
-def masked_linear(x, weight, bits, codes, bias) -> torch.Tensor:
-    """y[b] = x[b] (W * m_b)^T + bias for x [B, T, in], W [out, in]; m_b = codes[bit] from bits [B, ceil(W/8)]."""
-    return _masked_matmul(x, weight.contiguous(), bits, codes, bias, transpose_weight=False)
+def masked_linear(x, weight, mask_bits, codes, bias, tiles=MATMUL_TILES, precision=DOT_PRECISION) -> torch.Tensor:
+    """y[b] = x[b] (W * m_b)^T + bias: the fused layer's forward.
+
+    Args:
+        x: ``[B, T, in]``.
+        weight: W ``[out, in]``.
+        mask_bits: uint8 ``[B, ceil(out * in / 8)]``, sample b's mask bits (``sampler.draw_bits``).
+        codes: (c0, c1), the mask values of bit 0 and bit 1: m_b = c0 + (c1 - c0) * bit.
+        bias: ``[out]`` or None.
+        tiles: ``MATMUL_TILES``' keys (the kernel's tile sizes and warps).
+        precision: the fp32 dot product's ``input_precision`` ("tf32x3", "tf32", "ieee").
+
+    Returns:
+        y ``[B, T, out]`` in x's dtype.
+    """
+    return _masked_matmul(x, weight.contiguous(), mask_bits, codes, bias, False, tiles, precision)
 
 
-def masked_linear_input_grad(dy, weight, bits, codes) -> torch.Tensor:
-    """dx[b] = dy[b] (W * m_b) for dy [B, T, out]."""
-    return _masked_matmul(dy, weight.contiguous(), bits, codes, None, transpose_weight=True)
+def masked_linear_input_grad(dy, weight, mask_bits, codes, tiles=MATMUL_TILES, precision=DOT_PRECISION):
+    """dx[b] = dy[b] (W * m_b) for dy ``[B, T, out]``: ``[B, T, in]``; arguments as ``masked_linear``."""
+    return _masked_matmul(dy, weight.contiguous(), mask_bits, codes, None, True, tiles, precision)
 
 
-def masked_weight_grad(dy, x, bits, codes, gumbel=None):
-    """Sums over samples of G_b = dy_b^T x_b: (sum_b G_b, sum_b G_b bit_b, sum_b G_b alpha_b or None).
+def masked_weight_grad(
+    dy,
+    x,
+    mask_bits,
+    codes,
+    gumbel=None,
+    tiles=WEIGHT_GRAD_TILES,
+    precision=DOT_PRECISION,
+    target_programs=TARGET_PROGRAMS,
+):
+    """Sums over the batch of G_b = dy_b^T x_b, unmasked and masked: what the weight and logit gradients need.
 
-    ``gumbel`` is None, or (logits [out, in, 2], param_key, first_sample, tau) for the Gumbel-softmax
-    coefficient alpha_b (see the kernel). The batch is split into groups of
-    samples reduced by separate programs, so the partial sums take
+    The batch is split into groups of samples reduced by separate programs
+    (until about ``target_programs`` run), so the partial sums take
     3 * splits * out * in floats, whatever the batch size.
+
+    Args:
+        dy: ``[B, T, out]``.
+        x: ``[B, T, in]``.
+        mask_bits, codes: as ``masked_linear``.
+        gumbel: None, or (logits ``[out, in, 2]``, param_key, first_sample, tau) to also sum the
+            straight-through Gumbel-softmax coefficient alpha_b = y0 y1 (c1 - c0) / tau with
+            y = softmax((theta + G(U_b)) / tau), the noise recomputed from its counter-based hash.
+        tiles: ``WEIGHT_GRAD_TILES``' keys; precision: as ``masked_linear``.
+
+    Returns:
+        (sum_b G_b, sum_b G_b * bit_b, sum_b G_b * alpha_b or None), fp32 ``[out, in]`` each.
     """
     batch, time, out_features = dy.shape
     in_features = x.shape[2]
-    blocks = _WEIGHT_GRAD_BLOCKS
-    tiles = triton.cdiv(out_features, blocks["BLOCK_O"]) * triton.cdiv(in_features, blocks["BLOCK_I"])
-    splits = max(1, min(batch, _TARGET_PROGRAMS // tiles))
+    tile_count = triton.cdiv(out_features, tiles["BLOCK_O"]) * triton.cdiv(in_features, tiles["BLOCK_I"])
+    splits = max(1, min(batch, target_programs // tile_count))
     per_split = triton.cdiv(batch, splits)
     splits = triton.cdiv(batch, per_split)
     partial = torch.empty(splits, 3, out_features, in_features, dtype=torch.float32, device=dy.device)
@@ -319,13 +406,28 @@ def masked_weight_grad(dy, x, bits, codes, gumbel=None):
     else:
         logits, key, first_sample, tau = gumbel
         logits, inv_tau = logits.contiguous(), 1.0 / tau
-    grid = (triton.cdiv(out_features, blocks["BLOCK_O"]), triton.cdiv(in_features, blocks["BLOCK_I"]), splits)
+    grid = (triton.cdiv(out_features, tiles["BLOCK_O"]), triton.cdiv(in_features, tiles["BLOCK_I"]), splits)
     _masked_weight_grad_kernel[grid](
-        dy, x, bits, logits, partial, key, first_sample,
-        batch, time, out_features, in_features, bits.shape[1], per_split,
-        *dy.stride(), *x.stride(),
-        inv_tau, *codes,
-        GUMBEL=gumbel is not None, PRECISION=_DOT_PRECISION, **blocks,
-    )  # fmt: skip
+        dy,
+        x,
+        mask_bits,
+        logits,
+        partial,
+        key,
+        first_sample,
+        batch,
+        time,
+        out_features,
+        in_features,
+        mask_bits.shape[1],
+        per_split,
+        *dy.stride(),
+        *x.stride(),
+        inv_tau,
+        *codes,
+        GUMBEL=gumbel is not None,
+        PRECISION=precision,
+        **tiles,
+    )
     sums = partial.sum(0)
     return sums[0], sums[1], (sums[2] if gumbel is not None else None)

@@ -10,11 +10,15 @@ from estimators import ModelConfig
 # K = 2 codebook whose "drop" value is not zero.
 CONFIGS = {
     "tiny": ModelConfig(d_model=32, n_head=2, n_layer=2, d_ff=64, vocab_size=50, seq_len=16),
-    "odd-k2": ModelConfig(
-        d_model=72, n_head=3, n_layer=1, d_ff=40, vocab_size=33, seq_len=37, codebook=(0.25, 1.0)
-    ),
+    "odd-k2": ModelConfig(d_model=72, n_head=3, n_layer=1, d_ff=40, vocab_size=33, seq_len=37, codebook=(0.25, 1.0)),
     "k3": ModelConfig(
-        d_model=48, n_head=3, n_layer=1, d_ff=80, vocab_size=70, seq_len=24, num_categories=3,
+        d_model=48,
+        n_head=3,
+        n_layer=1,
+        d_ff=80,
+        vocab_size=70,
+        seq_len=24,
+        num_categories=3,
         codebook=(0.0, 0.5, 1.0),
     ),
 }

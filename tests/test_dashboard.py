@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.asv import publish, scratch_config
+from tools.run.asv_project import publish, scratch_config
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -42,10 +42,19 @@ def browser(tmp_path_factory):
         pytest.fail(f"{CHROMIUM} and {CHROMEDRIVER} are needed: `make install` installs Debian's chromium")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1600,1000",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):  # fmt: skip
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1600,1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     yield driver
@@ -60,10 +69,16 @@ def _wait(driver, script, timeout=60):
 
 def test_benchmark_grid_lists_the_suite(dashboard, browser):
     browser.get(dashboard)
-    names = _wait(browser, "var n = $('.benchmark-container').map((i, e) => e.getAttribute('href')).get();"
-                           "return n.length ? n : null;")  # fmt: skip
-    for benchmark in ("ForwardBackward.time_forward", "ForwardBackward.track_peak_memory", "Floor.time_backward",
-                      "Estimate.time_backward"):  # fmt: skip
+    names = _wait(
+        browser,
+        "var n = $('.benchmark-container').map((i, e) => e.getAttribute('href')).get();return n.length ? n : null;",
+    )
+    for benchmark in (
+        "ForwardBackward.time_forward",
+        "ForwardBackward.track_peak_memory",
+        "Floor.time_backward",
+        "Estimate.time_backward",
+    ):
         assert any(benchmark in name for name in names), (benchmark, names)
     _wait(browser, "return $('.benchmark-plot canvas').length > 0")  # the thumbnails draw
     browser.save_screenshot(str(REPO / "docs" / "dashboard-grid.png"))

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 import estimators
+from benchmarks.workload import random_tokens
 from estimators import sampler
 from estimators.model import next_token_loss
+from estimators.reference import per_sample_logits
 
 from conftest import CONFIGS
 
@@ -24,27 +26,22 @@ GRAD_SCALE_FLOOR = 1e-3
 
 
 def tokens_for(config, batch, device, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, config.vocab_size, (batch, config.seq_len), generator=gen).to(device)
+    return random_tokens(config, batch, seed, device)
 
 
 def logits_and_grads(model, tokens, estimator, implementation, seed=1234, tau=0.8):
     logits = model(tokens, estimator=estimator, implementation=implementation, seed=seed, tau=tau)
     loss = next_token_loss(logits, tokens, reduction="sum")
     grads = torch.autograd.grad(loss, list(model.parameters()))
-    return logits.detach(), dict(zip([n for n, _ in model.named_parameters()], grads))
+    return logits.detach(), dict(zip([n for n, _ in model.named_parameters()], grads, strict=True))
 
 
 def reference(model, tokens, estimator, seed=1234, tau=0.8):
     """Row b alone, as sample b, through the single-sample path; gradients summed over rows."""
-    rows = [
-        model(tokens[b : b + 1], estimator=estimator, implementation="current", seed=seed, tau=tau, sample_offset=b)
-        for b in range(tokens.shape[0])
-    ]
-    logits = torch.cat(rows)
+    logits = per_sample_logits(model, tokens, estimator, seed, tau=tau)
     loss = next_token_loss(logits, tokens, reduction="sum")
     grads = torch.autograd.grad(loss, list(model.parameters()))
-    return logits.detach(), dict(zip([n for n, _ in model.named_parameters()], grads))
+    return logits.detach(), dict(zip([n for n, _ in model.named_parameters()], grads, strict=True))
 
 
 def assert_gradients_close(grads, want):
@@ -156,15 +153,22 @@ def test_floor_gradient_matches_per_sample_reference_with_one_mask(device):
     model = estimators.build_model(config, device=device, seed=0)
     tokens = tokens_for(config, 3, device)
     logits, grads = logits_and_grads(model, tokens, "gumbel", estimators.FLOOR)
-    rows = [model(tokens[b : b + 1], estimator="gumbel", implementation="current", seed=1234, tau=0.8) for b in range(3)]
+    rows = [
+        model(tokens[b : b + 1], estimator="gumbel", implementation="current", seed=1234, tau=0.8) for b in range(3)
+    ]
     want = torch.autograd.grad(next_token_loss(torch.cat(rows), tokens, reduction="sum"), list(model.parameters()))
-    assert_gradients_close(grads, dict(zip(grads, want)))
+    assert_gradients_close(grads, dict(zip(grads, want, strict=True)))
 
 
 def test_seed_preset_builds_with_the_documented_shape():
     config = estimators.PRESETS["seed"]
     assert (config.d_model, config.n_head, config.n_layer, config.d_ff) == (512, 8, 3, 2048)
-    assert (config.vocab_size, config.seq_len, config.num_categories, config.codebook_values) == (4096, 128, 2, (0.0, 1.0))
+    assert (config.vocab_size, config.seq_len, config.num_categories, config.codebook_values) == (
+        4096,
+        128,
+        2,
+        (0.0, 1.0),
+    )
     model = estimators.build_model("seed", seed=0)
     per_sample = sum(layer.weight.numel() for layer in model.stochastic_layers())
     assert per_sample == 12 * 512**2

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import estimators
+from benchmarks.workload import random_tokens
 
 from conftest import CONFIGS
 
@@ -17,7 +18,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def tokens():
-    return torch.randint(0, CONFIGS["tiny"].vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
+    return random_tokens(CONFIGS["tiny"], 2, seed=0)[:, :8]
 
 
 def _estimate_args(shape=(4, 3), dtype=torch.float32):

@@ -1,4 +1,4 @@
-"""The regression gate (tools/gate.py, asv continuous) on a throwaway clone, CPU small preset.
+"""The regression gate (tools/run/gate.py, asv continuous) on a throwaway clone, CPU small preset.
 
 A planted slowdown in one estimator's backward must fail the gate; an A/A
 comparison (a commit that changes nothing measured) must pass it.
@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = "Estimate.time_backward"
-PLANT = '''
+PLANT = """
 
 # Planted by tests/test_gate.py: 150 ms more in the straight-through backward (about 3x its CPU time).
 import time as _time
@@ -26,7 +26,7 @@ def _slow_logit_grad(*args):
 
 
 StraightThrough.logit_grad = staticmethod(_slow_logit_grad)
-'''
+"""
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,19 @@ def clone(tmp_path_factory):
 def _gate(root, base, head):
     # asv flags a change only if Mann-Whitney finds it significant (p < 0.002) as well as above the factor.
     # With the suite's 3-10 CPU samples a noisy CI run once let the ~3x plant through; 20 a side does not.
-    command = [sys.executable, "-m", "tools.gate", base, head, "--bench", BENCH, "--factor", "1.5", "-a", "repeat=20"]
+    command = [
+        sys.executable,
+        "-m",
+        "tools.run.gate",
+        base,
+        head,
+        "--bench",
+        BENCH,
+        "--factor",
+        "1.5",
+        "-a",
+        "repeat=20",
+    ]
     return subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=900)
 
 

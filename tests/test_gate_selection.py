@@ -1,4 +1,4 @@
-"""What the regression gate compares by default (tools/gate.py)."""
+"""What the regression gate compares by default (tools/run/gate.py)."""
 
 import itertools
 import re
@@ -8,7 +8,7 @@ def test_cuda_gate_compares_memory_and_replays_at_batch_8_and_above():
     """The CUDA gate's default selection, matched as asv matches it: against "name(param reprs)"."""
     from benchmarks.bench_estimators import Estimate
     from benchmarks.bench_training import Floor, ForwardBackward
-    from tools.gate import DEFAULT_BENCH
+    from tools.run.gate import DEFAULT_BENCH
 
     selected = {
         f"{cls.__name__}.{method}({', '.join(map(repr, params))})"

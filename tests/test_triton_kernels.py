@@ -30,10 +30,18 @@ needs_kernels = pytest.mark.skipif(
 def test_kernels_under_the_interpreter():
     root = Path(__file__).parent
     command = [
-        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-        str(root / "test_triton_kernels.py"), str(root / "test_noise.py"),
-        str(root / "test_equivalence.py"), "-k", "fused or not test_equivalence",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(root / "test_triton_kernels.py"),
+        str(root / "test_noise.py"),
+        str(root / "test_equivalence.py"),
+        "-k",
+        "fused or not test_equivalence",
+    ]
     result = subprocess.run(command, env={**os.environ, "TRITON_INTERPRET": "1"}, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert " passed" in result.stdout and " failed" not in result.stdout
@@ -106,7 +114,9 @@ def test_kernel_masked_weight_grad(batch, gumbel):
     extra = (dev(logits), noise.param_key(4, 1), 0, 0.7) if gumbel else None
     total, selected, alpha = (
         None if t is None else t.cpu()
-        for t in _kernels().masked_weight_grad(dev(dy), dev(x), sampler.pack_bits(index).to(KERNEL_DEVICE), codes, extra)
+        for t in _kernels().masked_weight_grad(
+            dev(dy), dev(x), sampler.pack_bits(index).to(KERNEL_DEVICE), codes, extra
+        )
     )
     per_sample = torch.bmm(dy.transpose(1, 2), x)
     assert torch.allclose(total, per_sample.sum(0), rtol=1e-4, atol=1e-4)

@@ -1,1 +1,10 @@
-"""Command-line tools around the asv suite: run it, report it, gate on it."""
+"""Command-line tools around the asv suite, grouped by job.
+
+- ``tools.run``: run asv the way this project needs it (``asv_project``), the main job (``bench``),
+  the regression gate (``gate``), and the GPU-host wrapper (``gpu_suite.sh``).
+- ``tools.reporting``: read asv's results (``results``) and report them (``report``, ``spread``),
+  make the published dashboard work offline (``dashboard``).
+- ``tools.probes``: developer probes that measure outside asv (``floor``, ``profile_gpu``).
+
+Every tool runs as ``python -m tools.<group>.<tool> [arguments]`` and has ``main(argv) -> int``.
+"""

@@ -1,11 +1,11 @@
-"""The main job: ``python -m tools.bench [--commits N]`` (README's first command runs it through make).
+"""The main job: ``python -m tools.run.bench [--commits N]`` (README's first command runs it through make).
 
 1. Runs the asv suite on this machine (CPU and the ``small`` preset unless a
    GPU is present; see benchmarks/common.py) over the newest N commits that
    change what is measured (estimators/, benchmarks/, pyproject.toml,
    asv.conf.json), skipping commits that already have results in results/.
 2. Publishes the asv dashboard to html/ and says how to open it.
-3. Prints the summary report of the newest results (tools.report).
+3. Prints the summary report of the newest results (tools.reporting.report).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sys
 import tempfile
 import time
 
-from . import report
-from .asv import ROOT, asv_command, machine_name, publish, run_asv
+from ..reporting import report
+from .asv_project import ROOT, asv_command, machine_name, publish, run_asv
 
 MEASURED_PATHS = ("estimators", "benchmarks", "pyproject.toml", "asv.conf.json")
 
@@ -44,12 +44,14 @@ def main(argv=None) -> int:
         return status
     if publish() != 0:
         return 1
-    print(f"\nDashboard published to {ROOT / 'html'}: open it with `python -m tools.asv preview` "
-          "(serves http://127.0.0.1:8080), or any static web server over html/.")  # fmt: skip
+    print(
+        f"\nDashboard published to {ROOT / 'html'}: open it with `python -m tools.run.asv_project preview` "
+        "(serves http://127.0.0.1:8080), or any static web server over html/."
+    )
     print(f"Benchmarked in {time.time() - started:.0f} s (machine {machine_name()}).\n")
     report_args = ["--no-verify"] if args.no_verify else []
     return report.main(report_args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

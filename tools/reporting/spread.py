@@ -1,6 +1,6 @@
 """Spread (interquartile range over median) of every time_ benchmark in one or more result sets.
 
-    python -m tools.spread --machine h100-80gb [--commit HASH ...] [--min-batch 8]
+    python -m tools.reporting.spread --machine h100-80gb [--commit HASH ...] [--min-batch 8]
 
 Several ``--commit`` pool their timings (e.g. repeated runs of the same code).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from . import asv_results
+from . import results as asv_results
 
 
 def main(argv=None) -> int:
@@ -20,21 +20,35 @@ def main(argv=None) -> int:
     parser.add_argument("--min-batch", type=int, default=8, help="also summarise batches >= this")
     args = parser.parse_args(argv)
     result_sets = [asv_results.latest(args.machine, commit) for commit in args.commit or [None]]
-    rows = [(measurements.commit, name, params, m) for measurements in result_sets
-            for (name, params), m in measurements.items() if ".time_" in name and m.spread is not None]  # fmt: skip
+    rows = [
+        (measurements.commit, name, params, m)
+        for measurements in result_sets
+        for (name, params), m in measurements.items()
+        if ".time_" in name and m.spread is not None
+    ]
     commits = ", ".join(measurements.commit[:8] for measurements in result_sets)
     print(f"machine {args.machine}, commit {commits}: {len(rows)} timings")
-    groups = {"all": rows, f"batch >= {args.min_batch}": [r for r in rows if r[2] and isinstance(r[2][-1], int) and r[2][-1] >= args.min_batch]}
+    groups = {
+        "all": rows,
+        f"batch >= {args.min_batch}": [
+            r for r in rows if r[2] and isinstance(r[2][-1], int) and r[2][-1] >= args.min_batch
+        ],
+    }
     for label, group in groups.items():
         spreads = sorted(m.spread for *_, m in group)
         if not spreads:
             continue
         over = sum(s > 0.03 for s in spreads)
-        print(f"{label:>12}: n={len(spreads)} median {statistics.median(spreads):.2%}  p90 {spreads[int(0.9 * (len(spreads) - 1))]:.2%}  "
-              f"max {spreads[-1]:.2%}  above 3%: {over}")
+        p90 = spreads[int(0.9 * (len(spreads) - 1))]
+        print(
+            f"{label:>12}: n={len(spreads)} median {statistics.median(spreads):.2%}  p90 {p90:.2%}  "
+            f"max {spreads[-1]:.2%}  above 3%: {over}"
+        )
     print("widest:")
     for commit, name, params, m in sorted(rows, key=lambda r: -r[3].spread)[:8]:
-        print(f"  {name.split('.', 1)[1]}{params} at {commit[:8]}: median {m.median * 1e3:.3f} ms, spread {m.spread:.2%}")
+        print(
+            f"  {name.split('.', 1)[1]}{params} at {commit[:8]}: median {m.median * 1e3:.3f} ms, spread {m.spread:.2%}"
+        )
     return 0
 
 

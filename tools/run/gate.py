@@ -1,11 +1,11 @@
-"""Regression gate: ``python -m tools.gate BASE HEAD [--factor F] [--bench REGEX] [-a repeat=N]``.
+"""Regression gate: ``python -m tools.run.gate BASE HEAD [--factor F] [--bench REGEX] [-a repeat=N]``.
 
 Runs ``asv continuous`` on the two commits (this machine, its preset), prints
 asv's comparison table and exits with asv's status: 0 when no benchmark got
 slower or hungrier by more than the factor (with statistical significance),
 1 on a regression, 2 when a benchmark failed. Results go to a scratch
 directory, so a gate run never adds a partial result set to results/; the
-environments in .asv/env are shared with ``tools.asv``.
+environments in .asv/env are shared with ``tools.run.asv_project``.
 
 The default factor is 1.05 on CUDA (CUDA-graph timings spread by well under
 3%, docs/BENCHMARKING.md) and 1.5 on CPU (a 2-core machine has 10 ms
@@ -18,13 +18,13 @@ batch 1-2 (up to 1.18x) moved by more than 1.05 from one process to the next.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import BATCHES, DEVICE
+from benchmarks.grid import BATCHES
+from benchmarks.machine import DEVICE
 
-from .asv import asv_command, run_asv, scratch_config
+from .asv_project import asv_command, run_asv, scratch_config
 
 DEFAULT_FACTOR = {"cuda": 1.05, "cpu": 1.5}
 GATED_BATCHES = "|".join(str(batch) for batch in BATCHES if batch >= 8)
@@ -37,10 +37,20 @@ def main(argv=None) -> int:
     parser.add_argument("base", help="the commit to compare against (e.g. origin/main)")
     parser.add_argument("head", help="the commit under test (e.g. HEAD)")
     parser.add_argument("--factor", type=float, default=DEFAULT_FACTOR[DEVICE], help="allowed ratio head/base")
-    parser.add_argument("--bench", "-b", action="append", default=[],
-                        help="benchmark regex, matched against name(params) (repeatable; default on CUDA: see above)")  # fmt: skip
-    parser.add_argument("--attribute", "-a", action="append", default=[],
-                        help="override a benchmark attribute, as asv's -a (e.g. repeat=20; repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--bench",
+        "-b",
+        action="append",
+        default=[],
+        help="benchmark regex, matched against name(params) (repeatable; default on CUDA: see above)",
+    )
+    parser.add_argument(
+        "--attribute",
+        "-a",
+        action="append",
+        default=[],
+        help="override a benchmark attribute, as asv's -a (e.g. repeat=20; repeatable)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="estimators-gate-") as scratch:
         config = scratch_config(Path(scratch), results_dir=f"{scratch}/results", html_dir=f"{scratch}/html")
@@ -55,4 +65,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

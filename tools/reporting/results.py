@@ -10,7 +10,7 @@ from pathlib import Path
 
 from asv.results import iter_results_for_machine
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
 
 
@@ -44,7 +44,7 @@ class Measurements:
             values = results.get_result_value(name, params)
             stats = results.get_result_stats(name, params)
             combos = itertools.product(*[[ast.literal_eval(v) for v in p] for p in params]) if params else [()]
-            for combo, value, stat in zip(combos, values, stats):
+            for combo, value, stat in zip(combos, values, stats, strict=True):
                 if value is None or value != value:  # failed or skipped (n/a)
                     continue
                 stat = stat or {}
@@ -63,7 +63,9 @@ class Measurements:
 
 
 def commits_newest_first() -> list[str]:
-    return subprocess.run(["git", "rev-list", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    return subprocess.run(
+        ["git", "rev-list", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
 
 
 def machines() -> list[str]:

@@ -1,8 +1,8 @@
-"""Run asv the way this project needs it: ``python -m tools.asv <asv command> [arguments]``.
+"""Run asv the way this project needs it: ``python -m tools.run.asv_project <asv command> [arguments]``.
 
 - Links the host's torch into asv's environments: ESTIMATORS_HOST_SITE_PACKAGES
   names the site-packages of the python running this (read by
-  tools/link_host_packages.py, asv's first build command).
+  tools/run/link_host_packages.py, asv's first build command).
 - Names the machine after its hardware and preset (``h100-80gb``, ``cpu-2core``;
   a forced non-default preset is appended, ``cpu-2core-seed``), so results of
   different presets never share a series. ESTIMATORS_ASV_MACHINE overrides it.
@@ -10,28 +10,29 @@
   torch and CUDA versions in its description) and passes ``--machine`` to the
   commands that take one.
 - After ``publish``, serves the dashboard's CDN libraries from html/vendor/, so
-  the page works on hosts without internet access (tools/dashboard.py).
+  the page works on hosts without internet access (tools/reporting/dashboard.py).
 
-Everything else is plain asv: ``python -m tools.asv run HEAD~3..HEAD``,
-``python -m tools.asv publish``, ``python -m tools.asv preview``.
+Everything else is plain asv: ``python -m tools.run.asv_project run HEAD~3..HEAD``,
+``python -m tools.run.asv_project publish``, ``python -m tools.run.asv_project preview``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import platform
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import DEFAULT_PRESET, DEVICE, PRESET
+from benchmarks.grid import DEFAULT_PRESET
+from benchmarks.machine import DEVICE, PRESET
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMMANDS_WITH_MACHINE = {"run", "continuous", "compare", "find", "show"}
 # asv 0.6.6's `setup` hands its list of environments to sys.exit(), so it exits 1
 # even when it succeeds; this runs asv with that one command returning 0 instead.
@@ -145,10 +146,10 @@ def asv_command(args: list[str]) -> list[str]:
 
 
 def publish(config: Path | None = None) -> int:
-    """``asv publish``, then the dashboard's CDN libraries served from html/vendor/ (tools/dashboard.py)."""
+    """``asv publish``, then the dashboard's CDN libraries served from html/vendor/ (tools/reporting/dashboard.py)."""
     from asv.util import load_json
 
-    from .dashboard import vendor
+    from ..reporting.dashboard import vendor
 
     status = run_asv(["publish"] + ([f"--config={config}"] if config else []))
     if status == 0:
@@ -169,4 +170,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """The arithmetic floor of one training step: FLOPs and minimal bytes, per preset and batch.
 
-    python -m tools.floor [--preset seed] [--tflops 29] [--tbps 3.0]
+    python -m tools.probes.floor [--preset seed] [--tflops 29] [--tbps 3.0]
 
 Counts the matrix products (the elementwise work is a few percent): per token
 and layer, q/k/v/o 4 x 2 d^2, attention scores and values 2 x 2 T d (causal,
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 import estimators
-from benchmarks.common import BATCHES
+from benchmarks.grid import BATCHES
 
 
 def step_flops(config, batch: int) -> float:
@@ -41,7 +41,9 @@ def main(argv=None) -> int:
     for batch in BATCHES:
         flops = step_flops(config, batch)
         moved = 3 * 4 * params + 2 * args.activations_mib * 2**20 * batch
-        print(f"| {batch} | {flops / 1e9:.1f} | {flops / args.tflops / 1e9:.2f} | {moved / 1e6:.0f} | {moved / args.tbps / 1e9:.3f} |")
+        cells = [batch, f"{flops / 1e9:.1f}", f"{flops / args.tflops / 1e9:.2f}", f"{moved / 1e6:.0f}"]
+        cells.append(f"{moved / args.tbps / 1e9:.3f}")
+        print("| " + " | ".join(map(str, cells)) + " |")
     return 0
 
 

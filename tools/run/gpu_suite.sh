@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Run the asv suite on a GPU host with no package index (DESIGN.md section 7).
+# Run the asv suite on a GPU host with no package index (docs/DESIGN.md, "GPU hosts without a package index").
 #
-#   bash tools/gpu_suite.sh WHEELHOUSE REPO_BUNDLE OUT -- asv run HEAD^!      (python -m tools.asv ...)
-#   bash tools/gpu_suite.sh WHEELHOUSE REPO_BUNDLE OUT -- gate BASE HEAD ...   (python -m tools.gate ...)
+#   bash tools/run/gpu_suite.sh WHEELHOUSE REPO_BUNDLE OUT -- run.asv_project run HEAD^!   (python -m tools.run.asv_project ...)
+#   bash tools/run/gpu_suite.sh WHEELHOUSE REPO_BUNDLE OUT -- run.gate BASE HEAD ...       (python -m tools.run.gate ...)
 #
 # Installs asv and its helpers from WHEELHOUSE (shared/offline/wheels) beside the host's torch,
 # without touching it. The device's copy of the working tree comes with an empty .git, so asv
@@ -20,7 +20,7 @@ export PYTHONPATH="$site" PATH="$site/bin:$PATH" PIP_NO_INDEX=1 PIP_FIND_LINKS="
 # torch's modules from source in every process asv starts (8 s for dynamo and inductor alone).
 unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX=/tmp/estimators-pycache
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 # Always: a device kept warm between calls keeps the .git of the previous call's bundle.
 git fetch -q --update-head-ok "$bundle" "+refs/heads/*:refs/heads/*"
 git reset -q --mixed main

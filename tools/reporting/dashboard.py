@@ -2,7 +2,7 @@
 
 asv 0.6.6's index.html loads jQuery, flot, bootstrap and three small plugins
 from public CDNs; on a host without internet access the page stays blank.
-``vendor(html_dir)`` copies the same libraries (tools/dashboard_assets/, with
+``vendor(html_dir)`` copies the same libraries (third_party/asv_dashboard/, with
 their sources) next to the page and points its tags at them.
 """
 
@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent / "dashboard_assets"
+ASSETS = Path(__file__).resolve().parents[2] / "third_party" / "asv_dashboard"
 CDN_FILES = {
     "https://code.jquery.com/jquery-3.3.1.min.js": "jquery-3.3.1.min.js",
     "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.min.js": "jquery.flot.js",
@@ -35,7 +35,7 @@ def vendor(html_dir: str | Path) -> None:
     page = index.read_text()
     missing = [url for url in CDN_FILES if url not in page]
     if missing:
-        raise RuntimeError(f"{index} no longer references {missing}: update tools/dashboard.py for this asv")
+        raise RuntimeError(f"{index} no longer references {missing}: update tools/reporting/dashboard.py for this asv")
     (html_dir / "vendor").mkdir(exist_ok=True)
     for url, name in CDN_FILES.items():
         shutil.copy(ASSETS / name, html_dir / "vendor" / name)

@@ -1,7 +1,7 @@
 """The summary report of the latest asv results, laid out like the reference run (docs/reference-run.txt).
 
-    python -m tools.report [--machine NAME] [--commit HASH] [--no-verify] [--markdown]
-    python -m tools.report --machine h100-80gb --reference docs/reference-run.txt
+    python -m tools.reporting.report [--machine NAME] [--commit HASH] [--no-verify] [--markdown]
+    python -m tools.reporting.report --machine h100-80gb --reference docs/reference-run.txt
 
 Per estimator: the equivalence verification, computed live on this machine
 (max |logits - current| of every implementation at batch 1 and 2, PASS at
@@ -21,19 +21,30 @@ import re
 import torch
 
 import estimators
-from benchmarks.common import BATCHES, DEVICE, ESTIMATORS, FLOOR, IMPLEMENTATIONS
+from benchmarks.grid import BATCHES, ESTIMATORS, FLOOR, IMPLEMENTATIONS, SEED, runs
+from benchmarks.machine import DEVICE
+from benchmarks.workload import random_tokens
+from estimators.reference import per_sample_logits
 
-from . import asv_results
+from . import results as asv_results
 from .reference_run import parse_reference_run
 
 TOLERANCE = 1e-4
 RULE = "=" * 80
-NAMES = {"current": "Current", "loop": "Loop", "einsum": "Einsum", "bmm": "BMM", "vmap": "VMAP",
-         "fused": "Fused", "compiled": "Compiled", FLOOR: "Floor"}  # fmt: skip
+NAMES = {
+    "current": "Current",
+    "loop": "Loop",
+    "einsum": "Einsum",
+    "bmm": "BMM",
+    "vmap": "VMAP",
+    "fused": "Fused",
+    "compiled": "Compiled",
+    FLOOR: "Floor",
+}
 
 
 def machine_preset(machine: str) -> str:
-    """The preset a machine's results were measured with (recorded by tools/asv.py in its description)."""
+    """The preset a machine's results were measured with (recorded by tools/run/asv_project.py in its description)."""
     description = json.loads((asv_results.RESULTS / machine / "machine.json").read_text()).get("os", "")
     found = re.search(r"preset (\w+)", description)
     return found.group(1) if found else "small"
@@ -69,13 +80,13 @@ def verify(model, estimator: str, preset: str) -> list[str]:
     """Live equivalence check on this machine: every implementation against ``current`` (row by row)."""
     config = estimators.PRESETS[preset]
     lines, failed = [], False
-    checked = [i for i in estimators.IMPLEMENTATIONS if i != "current" and not (i == "compiled" and DEVICE == "cpu")]
+    # What the suite runs on this device, against the single-sample reference.
+    checked = [i for i in estimators.IMPLEMENTATIONS if i != "current" and any(runs(i, b, DEVICE) for b in BATCHES)]
     for batch in (1, 2):
-        tokens = torch.randint(0, config.vocab_size, (batch, config.seq_len), generator=torch.Generator().manual_seed(batch))
-        tokens = tokens.to(DEVICE)
+        tokens = random_tokens(config, batch, seed=batch, device=DEVICE)
         with torch.no_grad():
-            kwargs = dict(estimator=estimator, seed=1234)
-            want = torch.cat([model(tokens[b : b + 1], implementation="current", sample_offset=b, **kwargs) for b in range(batch)])
+            kwargs = dict(estimator=estimator, seed=SEED)
+            want = per_sample_logits(model, tokens, **kwargs)
             lines.append(f"\nTesting with batch_size={batch}\n  Sample logits (first 5 values):")
             lines.append(f"    Current: {want[0, 0, :5].cpu()}")
             rows = []
@@ -83,24 +94,37 @@ def verify(model, estimator: str, preset: str) -> list[str]:
                 got = model(tokens, implementation=implementation, **kwargs)
                 diff = (got - want).abs().max().item()
                 failed |= not diff <= TOLERANCE
-                rows.append(f"  Current vs {NAMES[implementation] + ':':<10} max_diff = {diff:.2e}  {'PASS' if diff <= TOLERANCE else 'FAIL'}")
+                verdict = "PASS" if diff <= TOLERANCE else "FAIL"
+                rows.append(f"  Current vs {NAMES[implementation] + ':':<10} max_diff = {diff:.2e}  {verdict}")
             lines += ["\nForward pass output comparison:", *rows, f"\n  Tolerance: {TOLERANCE:.2e}"]
     if DEVICE == "cpu":
         lines.append("  (compiled is checked by the test suite on CPU: compiling here would take minutes)")
-    lines += ["", RULE, "✗ SOME IMPLEMENTATIONS DIFFER" if failed else "✓ ALL IMPLEMENTATIONS PRODUCE EQUIVALENT RESULTS", RULE]
+    lines += [
+        "",
+        RULE,
+        "✗ SOME IMPLEMENTATIONS DIFFER" if failed else "✓ ALL IMPLEMENTATIONS PRODUCE EQUIVALENT RESULTS",
+        RULE,
+    ]
     return lines
 
 
 def text_report(measurements, machine: str, preset: str, check: bool) -> str:
-    out = [f"Results: machine {machine}, preset {preset}, commit {measurements.commit[:8]}",
-           "Times: asv medians ± half the interquartile range; memory: peak of one training step."]  # fmt: skip
+    out = [
+        f"Results: machine {machine}, preset {preset}, commit {measurements.commit[:8]}",
+        "Times: asv medians ± half the interquartile range; memory: peak of one training step.",
+    ]
     if check:
         model = estimators.build_model(preset, device=DEVICE, seed=0)
     for estimator in ESTIMATORS:
         out += ["", RULE, f"ESTIMATOR: {estimator.upper()}", RULE]
         if check:
-            out += ["", RULE, f"EQUIVALENCE VERIFICATION (estimator={estimator}, live on {DEVICE})", RULE,
-                    *verify(model, estimator, preset)]  # fmt: skip
+            out += [
+                "",
+                RULE,
+                f"EQUIVALENCE VERIFICATION (estimator={estimator}, live on {DEVICE})",
+                RULE,
+                *verify(model, estimator, preset),
+            ]
         out += ["", RULE, "BENCHMARK RESULTS", RULE]
         for batch in BATCHES:
             entries = [(i, step(measurements, estimator, i, batch)) for i in (*IMPLEMENTATIONS, FLOOR)]
@@ -146,13 +170,20 @@ def summary(measurements, estimator: str) -> list[str]:
 
 
 def markdown_report(measurements, machine: str, preset: str) -> str:
-    out = [f"Machine `{machine}`, preset `{preset}`, commit `{measurements.commit[:8]}`; "
-           "times are asv medians (ms), memory the peak of one training step (MiB)."]  # fmt: skip
+    out = [
+        f"Machine `{machine}`, preset `{preset}`, commit `{measurements.commit[:8]}`; "
+        "times are asv medians (ms), memory the peak of one training step (MiB)."
+    ]
     for estimator in ESTIMATORS:
         baseline = step(measurements, estimator, "current", 1)
-        out += ["", f"### {estimator}", "",
-                "| batch | implementation | forward | backward | total | memory | speedup vs current (per sample) | x Floor |",
-                "|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        out += [
+            "",
+            f"### {estimator}",
+            "",
+            "| batch | implementation | forward | backward | total | memory "
+            "| speedup vs current (per sample) | x Floor |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for batch in BATCHES:
             floor = step(measurements, estimator, FLOOR, batch)
             for implementation in (*IMPLEMENTATIONS, FLOOR):
@@ -162,8 +193,10 @@ def markdown_report(measurements, machine: str, preset: str) -> str:
                 total = total_ms(entry)
                 speedup = per_sample_speedup(total_ms(baseline), batch, total) if baseline else "n/a"
                 ratio = f"{total / total_ms(floor):.2f}" if floor else "n/a"
-                out.append(f"| {batch} | {implementation} | {entry[0].median * 1e3:.2f} | {entry[1].median * 1e3:.2f} | "
-                           f"{total:.2f} | {mib(entry[2])} | {speedup} | {ratio} |")  # fmt: skip
+                out.append(
+                    f"| {batch} | {implementation} | {entry[0].median * 1e3:.2f} | {entry[1].median * 1e3:.2f} | "
+                    f"{total:.2f} | {mib(entry[2])} | {speedup} | {ratio} |"
+                )
     return "\n".join(out)
 
 
@@ -174,12 +207,15 @@ def reference_comparison(measurements, machine: str, reference_path: str) -> str
     rows of their own, with "-" for the reference's figures.
     """
     reference = parse_reference_run(reference_path)
-    out = [f"Reference run ({reference_path}) against machine `{machine}`, commit `{measurements.commit[:8]}`. "
-           "Times in ms (reference: mean of its runs; ours: asv median), memory in MiB (reference: MB as printed). "
-           "Per-sample speedup is against current at batch 1 of the same run; \"-\": not in that run.", "",
-           "| estimator | implementation | batch | forward ref / ours | backward ref / ours | total ref / ours "
-           "| memory ref / ours | per-sample speedup ref / ours |",
-           "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    out = [
+        f"Reference run ({reference_path}) against machine `{machine}`, commit `{measurements.commit[:8]}`. "
+        "Times in ms (reference: mean of its runs; ours: asv median), memory in MiB (reference: MB as printed). "
+        'Per-sample speedup is against current at batch 1 of the same run; "-": not in that run.',
+        "",
+        "| estimator | implementation | batch | forward ref / ours | backward ref / ours | total ref / ours "
+        "| memory ref / ours | per-sample speedup ref / ours |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     batches = sorted({batch for _, _, batch in reference})
     for estimator in ESTIMATORS:
         ours_base = step(measurements, estimator, "current", 1)
@@ -190,28 +226,48 @@ def reference_comparison(measurements, machine: str, reference_path: str) -> str
                 ours = step(measurements, estimator, implementation, batch)
                 if ref is None and ours is None:
                     continue
-                theirs = ("-",) * 5 if ref is None else (
-                    f"{ref['forward']:.2f}", f"{ref['backward']:.2f}", f"{ref['total']:.2f}", f"{ref['memory']:.1f}",
-                    per_sample_speedup(ref_base["total"], batch, ref["total"]) if ref_base else "n/a")  # fmt: skip
-                mine = ("n/a",) * 5 if ours is None else (
-                    f"{ours[0].median * 1e3:.2f}", f"{ours[1].median * 1e3:.2f}", f"{total_ms(ours):.2f}", mib(ours[2]),
-                    per_sample_speedup(total_ms(ours_base), batch, total_ms(ours)) if ours_base else "n/a")  # fmt: skip
-                cells = " | ".join(f"{a} / {b}" for a, b in zip(theirs, mine))
-                out.append(f"| {estimator} | {NAMES[implementation].lower() if implementation == FLOOR else implementation} "
-                           f"| {batch} | {cells} |")  # fmt: skip
+                theirs = (
+                    ("-",) * 5
+                    if ref is None
+                    else (
+                        f"{ref['forward']:.2f}",
+                        f"{ref['backward']:.2f}",
+                        f"{ref['total']:.2f}",
+                        f"{ref['memory']:.1f}",
+                        per_sample_speedup(ref_base["total"], batch, ref["total"]) if ref_base else "n/a",
+                    )
+                )
+                mine = (
+                    ("n/a",) * 5
+                    if ours is None
+                    else (
+                        f"{ours[0].median * 1e3:.2f}",
+                        f"{ours[1].median * 1e3:.2f}",
+                        f"{total_ms(ours):.2f}",
+                        mib(ours[2]),
+                        per_sample_speedup(total_ms(ours_base), batch, total_ms(ours)) if ours_base else "n/a",
+                    )
+                )
+                cells = " | ".join(f"{a} / {b}" for a, b in zip(theirs, mine, strict=True))
+                out.append(
+                    f"| {estimator} | {NAMES[implementation].lower() if implementation == FLOOR else implementation} "
+                    f"| {batch} | {cells} |"
+                )
     return "\n".join(out)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--machine", help="asv machine name (default: this machine's, as tools/asv.py names it)")
+    parser.add_argument(
+        "--machine", help="asv machine name (default: this machine's, as tools/run/asv_project.py names it)"
+    )
     parser.add_argument("--commit", help="commit (prefix) to report (default: the newest with results)")
     parser.add_argument("--no-verify", action="store_true", help="skip the live equivalence verification")
     parser.add_argument("--markdown", action="store_true", help="markdown tables instead of the text report")
     parser.add_argument("--reference", help="compare with the reference run's output (e.g. docs/reference-run.txt)")
     args = parser.parse_args(argv)
     if args.machine is None:
-        from .asv import machine_name
+        from ..run.asv_project import machine_name
 
         args.machine = machine_name()
     measurements = asv_results.latest(args.machine, args.commit)

@@ -1,0 +1,47 @@
+"""The suite's parameter grid and what runs where: data and pure functions, no torch, no side effects.
+
+The values below are the benchmarks' parameter values, and asv keys every
+series on them: they are only appended to, never renamed or removed (a
+removed value ends its series on the dashboard). The grid is the same on
+every machine (asv publishes one benchmarks.json for all of them); what a
+machine does not run is skipped by ``skip_reason``, which asv shows as n/a.
+The report and the developer probes read the same table.
+"""
+
+from __future__ import annotations
+
+ESTIMATORS = ("ste", "reinmax", "gumbel")
+IMPLEMENTATIONS = ("current", "loop", "einsum", "bmm", "vmap", "fused", "compiled")
+FLOOR = "shared"  # the implementation name of the one-mask-for-the-batch floor
+BATCHES = (1, 2, 8, 16, 32, 64)
+SEED = 1234  # the masks' seed in every timed step
+DEFAULT_PRESET = {"cuda": "seed", "cpu": "small"}
+
+# What runs where: (implementation or "*", device or "*") -> the batches it runs at, and why.
+RUNS_AT = {
+    # The package's single-sample path: it raises for any other batch (implementations.check_batch).
+    ("current", "*"): ((1,), "current is the single-sample path and runs batch 1 only"),
+    # torch.compile costs 5-20 s per process: one batch size is the baseline.
+    ("compiled", "*"): ((16,), "compiled is benchmarked at batch 16 (each process compiles)"),
+    # inductor's CPU compile costs more per process than the whole CPU matrix can afford.
+    ("compiled", "cpu"): ((), "compiled is benchmarked on CUDA only (inductor's CPU compile costs more per process)"),
+    # 32 and 64 would cost minutes per commit on a 2-core CPU.
+    ("*", "cpu"): ((1, 2, 8, 16), "batches 32 and 64 are not benchmarked on CPU"),
+}
+
+
+def skip_reason(implementation: str, batch: int, device: str) -> str | None:
+    """Why the suite does not run ``implementation`` at ``batch`` on ``device``, or None if it does.
+
+    ``device="*"`` asks what no machine runs (asv's ``skip_params``).
+    """
+    for key in ((implementation, "*"), (implementation, device), ("*", device)):
+        batches, reason = RUNS_AT.get(key, (None, None))
+        if batches is not None and batch not in batches:
+            return reason
+    return None
+
+
+def runs(implementation: str, batch: int, device: str) -> bool:
+    """Whether the suite runs ``implementation`` at ``batch`` on ``device``."""
+    return skip_reason(implementation, batch, device) is None

@@ -1,0 +1,161 @@
+"""One training step of the preset's model, and how the suite times and measures it.
+
+Timing (docs/BENCHMARKING.md): on CUDA the forward pass (logits and loss)
+and the backward pass (every parameter's gradient) are each captured once in
+a CUDA graph, and a timed call replays the graph and synchronises, so the
+figure is device time, free of Python launch overhead (``GraphTimer``). On
+CPU a timed call runs the pass eagerly; the backward replays one retained
+autograd graph (``EagerTimer``).
+
+Memory: every combination's peak is measured in one process (asv's
+setup_cache, ``peak_memories``) and each track_ benchmark reports its own;
+the peak of one step is exact however many steps ran before it (the
+allocator's peak statistics are reset per step), and one process spares
+~120 CUDA start-ups.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+import estimators
+
+from . import memory, skips
+from .grid import SEED
+from .machine import DEVICE, synchronize
+from .workload import model, tokens
+
+
+class TrainingStep:
+    """Forward (logits and next-token loss) and backward (gradients of all parameters) of one batch.
+
+    Nothing is built until it is used: a memory benchmark, which reports a
+    figure from setup_cache, never starts CUDA in its process. The timer is
+    built in asv's untimed warm-up call, and only for the pass it times.
+    """
+
+    def __init__(self, estimator: str, implementation: str, batch: int):
+        self.batch = batch
+        self.kwargs = dict(estimator=estimator, implementation=implementation, seed=SEED)
+        if DEVICE == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+
+    @functools.cached_property
+    def inputs(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The model's parameters and this batch's tokens, on the device."""
+        return list(model().parameters()), tokens(self.batch)
+
+    def loss(self) -> torch.Tensor:
+        batch_tokens = self.inputs[1]
+        return estimators.next_token_loss(model()(batch_tokens, **self.kwargs), batch_tokens)
+
+    def gradients(self, loss: torch.Tensor):
+        return torch.autograd.grad(loss, self.inputs[0], retain_graph=True)
+
+    @functools.cached_property
+    def timer(self):
+        return GraphTimer(self) if DEVICE == "cuda" else EagerTimer(self)
+
+    def peak_memory(self) -> int:
+        """Bytes allocated at the peak of a fresh step, above what was allocated before it.
+
+        The model and the tokens are put on the device first, so they stay out of the figure.
+        """
+        self.inputs  # noqa: B018
+        return memory.peak_bytes(lambda: self.gradients(self.loss()), DEVICE)
+
+
+class EagerTimer:
+    """CPU: the forward runs eagerly; the backward replays the retained autograd graph of one forward."""
+
+    def __init__(self, step: TrainingStep):
+        self.step = step
+
+    def forward(self):
+        self.step.loss()
+
+    @functools.cached_property
+    def loss(self):
+        return self.step.loss()
+
+    def backward(self):
+        self.step.gradients(self.loss)
+
+
+class GraphTimer:
+    """CUDA: the forward, and the backward of the captured forward, each captured once in a CUDA graph.
+
+    A graph is captured on first use (a forward benchmark never captures a
+    backward); a call replays one and synchronises.
+    """
+
+    def __init__(self, step: TrainingStep):
+        self.step = step
+
+    @staticmethod
+    def _warm_up(run):
+        """One eager run off the capture stream: first use (module loading, cuBLAS, the allocator) is not captured."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            run()
+        torch.cuda.current_stream().wait_stream(side)
+
+    @functools.cached_property
+    def forward_graph(self) -> torch.cuda.CUDAGraph:
+        self._warm_up(self.step.loss)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.loss = self.step.loss()
+        graph.replay()
+        synchronize()
+        return graph
+
+    @functools.cached_property
+    def backward_graph(self) -> torch.cuda.CUDAGraph:
+        self._warm_up(lambda: self.step.gradients(self.step.loss()))
+        forward_graph = self.forward_graph  # its loss is what the backward differentiates
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=forward_graph.pool()):
+            self.gradients = self.step.gradients(self.loss)
+        graph.replay()
+        synchronize()
+        return graph
+
+    def forward(self):
+        self.forward_graph.replay()
+        synchronize()
+
+    def backward(self):
+        self.backward_graph.replay()
+        synchronize()
+
+
+@functools.cache
+def training_step(estimator: str, implementation: str, batch: int) -> TrainingStep:
+    """One parameter combination's step, built once per process (asv re-runs setup before every call)."""
+    return TrainingStep(estimator, implementation, batch)
+
+
+def peak_memories(combinations) -> dict:
+    """{(estimator, implementation, batch): peak bytes of one step, or the reason it has none}."""
+    peaks, warmed_up = {}, False
+    for estimator, implementation, batch in combinations:
+        try:
+            skips.requires_step(estimator, implementation, batch)
+            step = TrainingStep(estimator, implementation, batch)
+            if not warmed_up:  # first-use allocations (cuBLAS workspaces, ...) stay out of every figure
+                step.peak_memory()
+                warmed_up = True
+            peaks[estimator, implementation, batch] = step.peak_memory()
+            del step
+        except NotImplementedError as skipped:
+            peaks[estimator, implementation, batch] = str(skipped)
+        except torch.OutOfMemoryError:
+            peaks[estimator, implementation, batch] = "out of memory"
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+    return peaks

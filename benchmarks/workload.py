@@ -1,0 +1,50 @@
+"""What a training step runs on: the preset's model and a batch of token ids.
+
+The tests and the report draw their tokens from ``random_tokens`` too, so a
+figure, a test and a live check see the same batches.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+import estimators
+
+from .machine import DEVICE, PRESET
+
+_prebuilt_cpu_model = None
+
+
+def random_tokens(config, batch: int, seed: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Token ids [batch, config.seq_len], uniform over the vocabulary, drawn on the CPU from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, config.vocab_size, (batch, config.seq_len), generator=generator).to(device)
+
+
+def tokens(batch: int) -> torch.Tensor:
+    """The suite's batch of ``batch`` rows on this machine's device (seeded by its size)."""
+    return random_tokens(estimators.PRESETS[PRESET], batch, seed=batch, device=DEVICE)
+
+
+def _build_cpu_model():
+    try:
+        return estimators.build_model(PRESET, device="cpu", seed=0)
+    except Exception as error:  # a commit without this preset or API: setup says n/a
+        return error
+
+
+def prebuild_cpu_model() -> None:
+    """Build the model before asv forks (``forkserver.prepare``): every process copies it instead."""
+    global _prebuilt_cpu_model
+    _prebuilt_cpu_model = _build_cpu_model()
+
+
+@functools.cache
+def model():
+    """The preset's model on this machine's device, built once per process (seed 0)."""
+    built = _build_cpu_model() if _prebuilt_cpu_model is None else _prebuilt_cpu_model
+    if isinstance(built, Exception):
+        raise NotImplementedError(f"preset {PRESET!r} cannot be built at this commit: {built!r}")
+    return built.to(DEVICE)

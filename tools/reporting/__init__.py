@@ -1,0 +1,1 @@
+"""Reading asv's results and reporting them: the summary report, the spread, the offline dashboard."""

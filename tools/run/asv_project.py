@@ -50,7 +50,9 @@ def machine_name() -> str:
         words = torch.cuda.get_device_name().lower().replace("nvidia", "").split()
         name = "-".join(words[:2])  # "NVIDIA H100 80GB HBM3" -> "h100-80gb"
     else:
-        name = f"cpu-{os.cpu_count()}core"
+        # The vector ISA torch's CPU kernels use (avx2, avx512, ...): 2-core VMs of different
+        # hardware generations ran the same suite 2.6x apart, and must not share a series.
+        name = f"cpu-{os.cpu_count()}core-{torch.backends.cpu.get_cpu_capability()}".lower()
     name = re.sub(r"[^a-z0-9.-]+", "-", name)
     return name if PRESET == DEFAULT_PRESET[DEVICE] else f"{name}-{PRESET}"
 
@@ -78,7 +80,8 @@ def machine_info() -> dict[str, str]:
         software += f", CUDA {torch.version.cuda}"
     return {
         "machine": machine_name(),
-        "os": f"{platform.system()} {platform.release()}; {software}; preset {PRESET}",
+        # No kernel release: it changes with every VM image and would rewrite machine.json each run.
+        "os": f"{platform.system()}; {software}; preset {PRESET}",
         "arch": platform.machine(),
         "cpu": cpu,
         "num_cpu": str(os.cpu_count()),

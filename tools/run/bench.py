@@ -1,7 +1,7 @@
 """The main job: ``python -m tools.run.bench [--commits N]`` (README's first command runs it through make).
 
 1. Runs the asv suite on this machine (CPU and the ``small`` preset unless a
-   GPU is present; see benchmarks/common.py) over the newest N commits that
+   GPU is present; see benchmarks/machine.py) over the newest N commits that
    change what is measured (estimators/, benchmarks/, pyproject.toml,
    asv.conf.json), skipping commits that already have results in results/.
 2. Publishes the asv dashboard to html/ and says how to open it.

@@ -22,7 +22,7 @@ def _jacobian(p):
 
 
 def expected_logit_grad(name, theta, u, tau, g):
-    """dL/dtheta from DESIGN.md section 2, in numpy float64, written from the formulas alone."""
+    """dL/dtheta from docs/DESIGN.md section 2, in numpy float64, written from the formulas alone."""
     gumbel = -np.log(-np.log(u))
     one_hot = np.eye(theta.shape[-1])[np.argmax(theta + gumbel, -1)]
     apply = lambda p: np.einsum("nkl,nl->nk", _jacobian(p), g)  # noqa: E731

@@ -45,3 +45,35 @@ def skip_reason(implementation: str, batch: int, device: str) -> str | None:
 def runs(implementation: str, batch: int, device: str) -> bool:
     """Whether the suite runs ``implementation`` at ``batch`` on ``device``."""
     return skip_reason(implementation, batch, device) is None
+
+
+# Precisions (benchmarks/precision.py). The fp32 series are bench_training's (TF32 off); the other
+# precisions have classes of their own (bench_precision), so no series changes meaning.
+PRECISIONS = ("fp32", "bf16", "tf32")
+REDUCED_PRECISIONS = ("bf16", "tf32")
+DENSE = "dense"  # the implementation name of the plain model, no masks (bench_dense)
+
+# The reduced-precision grid, pruned to fit the GPU suite's time budget (docs/BENCHMARKING.md):
+# fused for every estimator, bmm and the Floor for ste, at batch 16 and 64, on CUDA.
+REDUCED_IMPLEMENTATIONS = ("bmm", "fused")
+REDUCED_BATCHES = (16, 64)
+# Dense: every precision at batch 1, 16 and 64 on CUDA; fp32 at batch 1 and 16 on CPU.
+DENSE_RUNS_AT = {"cuda": {precision: (1, 16, 64) for precision in PRECISIONS}, "cpu": {"fp32": (1, 16)}}
+
+
+def reduced_precision_skip_reason(estimator: str, implementation: str, batch: int, device: str) -> str | None:
+    """Why the suite does not run this reduced-precision cell on ``device`` ("*": on no machine), or None."""
+    if device == "cpu":
+        return "reduced precisions are benchmarked on CUDA only"
+    if implementation != "fused" and estimator != "ste":
+        return f"{implementation} is benchmarked in reduced precision for ste only"
+    return skip_reason(implementation, batch, device)
+
+
+def dense_skip_reason(precision: str, batch: int, device: str) -> str | None:
+    """Why the suite does not run the Dense model in ``precision`` at ``batch`` on ``device``, or None."""
+    if device == "*":
+        return None
+    if batch not in DENSE_RUNS_AT[device].get(precision, ()):
+        return f"Dense runs {precision} on {device} at batches {DENSE_RUNS_AT[device].get(precision, ())} only"
+    return None

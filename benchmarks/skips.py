@@ -56,3 +56,18 @@ def skip_if_out_of_memory(method):
             raise SkipNotImplemented("out of memory") from None
 
     return guarded
+
+
+def requires_reduced_precision_step(estimator: str, implementation: str, batch: int, precision: str) -> None:
+    """``requires_step``, for the pruned reduced-precision grid (``grid.reduced_precision_skip_reason``)."""
+    reason = grid.reduced_precision_skip_reason(estimator, implementation, batch, DEVICE)
+    if reason is not None:
+        raise NotImplementedError(reason)
+    requires_step(estimator, implementation, batch)
+
+
+def requires_dense_step(estimator: str | None, implementation: str, batch: int, precision: str) -> None:
+    """What the Dense model needs: only its cell of ``grid.DENSE_RUNS_AT`` (it uses no package code but the preset)."""
+    reason = grid.dense_skip_reason(precision, batch, DEVICE)
+    if reason is not None:
+        raise NotImplementedError(reason)

@@ -23,37 +23,46 @@ import torch
 import estimators
 
 from . import memory, skips
-from .grid import SEED
+from .grid import DENSE, SEED
 from .machine import DEVICE, synchronize
-from .workload import model, tokens
+from .precision import forward_precision, matmul_precision
+from .workload import dense_model, model, tokens
 
 
 class TrainingStep:
     """Forward (logits and next-token loss) and backward (gradients of all parameters) of one batch.
+
+    ``implementation`` is one of the package's, ``grid.FLOOR``, or
+    ``grid.DENSE`` (the plain model of benchmarks/dense.py; ``estimator`` is
+    then unused); ``precision`` one of ``grid.PRECISIONS``.
 
     Nothing is built until it is used: a memory benchmark, which reports a
     figure from setup_cache, never starts CUDA in its process. The timer is
     built in asv's untimed warm-up call, and only for the pass it times.
     """
 
-    def __init__(self, estimator: str, implementation: str, batch: int):
+    def __init__(self, estimator: str, implementation: str, batch: int, precision: str = "fp32"):
         self.batch = batch
-        self.kwargs = dict(estimator=estimator, implementation=implementation, seed=SEED)
-        if DEVICE == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
+        self.precision = precision
+        self.dense = implementation == DENSE
+        self.kwargs = {} if self.dense else dict(estimator=estimator, implementation=implementation, seed=SEED)
 
     @functools.cached_property
     def inputs(self) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The model's parameters and this batch's tokens, on the device."""
-        return list(model().parameters()), tokens(self.batch)
+        return list(self._model().parameters()), tokens(self.batch)
+
+    def _model(self):
+        return dense_model() if self.dense else model()
 
     def loss(self) -> torch.Tensor:
         batch_tokens = self.inputs[1]
-        return estimators.next_token_loss(model()(batch_tokens, **self.kwargs), batch_tokens)
+        with forward_precision(self.precision, DEVICE):
+            return estimators.next_token_loss(self._model()(batch_tokens, **self.kwargs), batch_tokens)
 
     def gradients(self, loss: torch.Tensor):
-        return torch.autograd.grad(loss, self.inputs[0], retain_graph=True)
+        with matmul_precision(self.precision):
+            return torch.autograd.grad(loss, self.inputs[0], retain_graph=True)
 
     @functools.cached_property
     def timer(self):
@@ -135,27 +144,31 @@ class GraphTimer:
 
 
 @functools.cache
-def training_step(estimator: str, implementation: str, batch: int) -> TrainingStep:
+def training_step(estimator: str, implementation: str, batch: int, precision: str = "fp32") -> TrainingStep:
     """One parameter combination's step, built once per process (asv re-runs setup before every call)."""
-    return TrainingStep(estimator, implementation, batch)
+    return TrainingStep(estimator, implementation, batch, precision)
 
 
-def peak_memories(combinations) -> dict:
-    """{(estimator, implementation, batch): peak bytes of one step, or the reason it has none}."""
+def peak_memories(combinations, requires=skips.requires_step) -> dict:
+    """{combination: peak bytes of one step, or the reason it has none}.
+
+    Each combination is ``TrainingStep``'s arguments, (estimator, implementation, batch[, precision]);
+    ``requires(*combination)`` raises NotImplementedError for what this machine or commit does not run.
+    """
     peaks, warmed_up = {}, False
-    for estimator, implementation, batch in combinations:
+    for combination in combinations:
         try:
-            skips.requires_step(estimator, implementation, batch)
-            step = TrainingStep(estimator, implementation, batch)
+            requires(*combination)
+            step = TrainingStep(*combination)
             if not warmed_up:  # first-use allocations (cuBLAS workspaces, ...) stay out of every figure
                 step.peak_memory()
                 warmed_up = True
-            peaks[estimator, implementation, batch] = step.peak_memory()
+            peaks[combination] = step.peak_memory()
             del step
         except NotImplementedError as skipped:
-            peaks[estimator, implementation, batch] = str(skipped)
+            peaks[combination] = str(skipped)
         except torch.OutOfMemoryError:
-            peaks[estimator, implementation, batch] = "out of memory"
+            peaks[combination] = "out of memory"
         if DEVICE == "cuda":
             torch.cuda.empty_cache()
     return peaks

@@ -12,6 +12,7 @@ import torch
 
 import estimators
 
+from .dense import build_dense
 from .machine import DEVICE, PRESET
 
 _prebuilt_cpu_model = None
@@ -48,3 +49,9 @@ def model():
     if isinstance(built, Exception):
         raise NotImplementedError(f"preset {PRESET!r} cannot be built at this commit: {built!r}")
     return built.to(DEVICE)
+
+
+@functools.cache
+def dense_model():
+    """The preset's architecture without masks (benchmarks/dense.py) on this machine's device."""
+    return build_dense(estimators.PRESETS[PRESET], seed=0).to(DEVICE)

@@ -54,11 +54,15 @@ class MaskDraw:
 
 
 def masked_weight(estimator, weight, logits, codebook, index, uniform, tau):
-    """W_b = W * (D_b . c), [B, out, in], with D_b = one_hot(index_b) carrying the estimator's backward."""
+    """W_b = W * (D_b . c), [B, out, in] in W's dtype, with D_b = one_hot(index_b) carrying the estimator's backward.
+
+    The estimator works on the fp32 logits (a no-op for an fp32 model), so its
+    math is fp32 in every precision; the gradients return in each parameter's dtype.
+    """
     batch = index.shape[0]
-    one_hot = ESTIMATOR_FUNCTIONS[estimator].apply(logits.expand(batch, *logits.shape), index, uniform, tau)
+    one_hot = ESTIMATOR_FUNCTIONS[estimator].apply(logits.float().expand(batch, *logits.shape), index, uniform, tau)
     # A multiply and a sum over K: `one_hot @ codebook` is a cuBLAS gemv with K = 2, ten times slower.
-    return weight * (one_hot * codebook).sum(-1)
+    return weight * (one_hot * codebook).sum(-1).to(weight.dtype)
 
 
 def _materialised(x, layer, draw):
@@ -105,23 +109,24 @@ def vmap(x, layer, draw):
     return torch.func.vmap(F.linear, in_dims=(0, 0, None))(x, _materialised(x, layer, draw), layer.bias)
 
 
+# Graphs the compiled path may build in one process: dynamo compiles one per estimator, temperature,
+# precision (autocast state, dtypes) and batch regime (the first batch size static, then one graph
+# dynamic in the batch for every other size). dynamo's default limit, 8, ended a sweep over every
+# estimator at two batch sizes; this limit applies to this function's graphs only.
+COMPILED_GRAPH_LIMIT = 64
+
+
 @functools.cache
 def _compiled_masked_bmm():
-    return torch.compile(masked_bmm, fullgraph=True, dynamic=False)
+    return torch.compile(masked_bmm, fullgraph=True)
 
 
 def compiled(x, layer, draw):
-    return _compiled_masked_bmm()(
-        x,
-        layer.weight,
-        layer.bias,
-        layer.logits,
-        layer.codebook,
-        draw.index(layer),
-        draw.uniform(layer),
-        draw.estimator,
-        draw.tau,
-    )
+    index, uniform = draw.index(layer), draw.uniform(layer)
+    with torch._dynamo.config.patch(recompile_limit=COMPILED_GRAPH_LIMIT):
+        return _compiled_masked_bmm()(
+            x, layer.weight, layer.bias, layer.logits, layer.codebook, index, uniform, draw.estimator, draw.tau
+        )
 
 
 def fused(x, layer, draw):

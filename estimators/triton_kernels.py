@@ -4,14 +4,17 @@ The noise helpers repeat ``noise.py``'s uint32 steps exactly (the tests
 compare bits). Masks for the fused layer are K = 2 category bits packed 8
 to a byte (``sampler.draw_bits``); a mask value is m = c0 + (c1 - c0) * bit.
 
-Matrix products use Triton's "tf32x3": each fp32 operand is split into a
+Activations (x, dy) may be fp32, bf16 or fp16; weights and logits keep their
+own dtype; products accumulate in fp32. fp32 matrix products use Triton's
+"tf32x3" by default: each fp32 operand is split into a
 TF32 high part and a TF32 remainder and three tensor-core products are
 summed in fp32 (the remainder x remainder term, ~2**-22 relative, is
 dropped). Measured on an H100 at the seed preset's shapes, the relative
 error against float64 is 1.5e-7, below cuBLAS fp32 SGEMM's 2.9e-7, and the
 masked matmul runs 4x faster than with IEEE FMA products (docs/PERFORMANCE.md).
-This is not TF32: torch's TF32 switches stay off, and the equivalence tests
-hold these kernels to the same fp32 tolerances as every implementation.
+This is not TF32: the equivalence tests hold these kernels to the same fp32
+tolerances as every implementation. Where torch's TF32 switch is on, the
+fused layer passes ``precision="tf32"`` instead, as cuBLAS then computes.
 """
 
 from __future__ import annotations
@@ -173,7 +176,8 @@ def _masked_matmul_kernel(
         weight = kk[:, None] * stride_wk + offs_n[None, :] * stride_wn
         w_mask = (kk[:, None] < reduce_dim) & (offs_n[None, :] < n_cols)
         w = tl.load(weight_ptr + weight, mask=w_mask, other=0.0)
-        w = w * tl.where(_mask_bit(bits_base, weight, w_mask) != 0, code1, code0)
+        # The masked weight in fp32, rounded to the activations' dtype (a no-op for fp32): what autocast does.
+        w = (w * tl.where(_mask_bit(bits_base, weight, w_mask) != 0, code1, code0)).to(a.dtype)
         acc += tl.dot(a, w, input_precision=PRECISION)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=offs_n < n_cols, other=0.0)[None, :]
@@ -274,11 +278,14 @@ def _masked_weight_grad_kernel(
         tl.store(out + 2 * plane, sum_alpha, mask=tile_mask)
 
 
-# Tile configurations and dot precision: the defaults of the launchers below, chosen by a sweep on
-# an H100 at the seed preset's shapes (python -m tools.probes.profile_gpu --sweep passes others).
+# Tile configurations and dot precision: the defaults of the launchers below, chosen by sweeps at the
+# seed preset's shapes (python -m tools.probes.profile_gpu --sweep fp32 bf16 passes others): fp32 on an
+# H100, 16-bit activations on an H200 (batch 16 and 64; docs/PERFORMANCE.md).
 SAMPLER_BLOCK = 1024
 MATMUL_TILES = {"BLOCK_T": 128, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 8}
+MATMUL_TILES_16BIT = {"BLOCK_T": 128, "BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 4}
 WEIGHT_GRAD_TILES = {"BLOCK_O": 32, "BLOCK_I": 64, "BLOCK_T": 32, "num_warps": 4}
+WEIGHT_GRAD_TILES_16BIT = {"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_T": 64, "num_warps": 4}
 TARGET_PROGRAMS = 264  # the weight gradient splits the batch until two waves of an H100's 132 SMs are busy
 DOT_PRECISION = "tf32x3"  # see the module docstring; "ieee" is 4x slower at the same accuracy
 
@@ -314,7 +321,12 @@ def sample_bits(logits: torch.Tensor, param_key: int, samples: range) -> torch.T
     return out
 
 
-def _masked_matmul(a, weight, mask_bits, codes, bias, transpose_weight: bool, tiles: dict, precision: str):
+def _tiles_for(dtype: torch.dtype, fp32_tiles: dict, tiles_16bit: dict) -> dict:
+    return fp32_tiles if dtype == torch.float32 else tiles_16bit
+
+
+def _masked_matmul(a, weight, mask_bits, codes, bias, transpose_weight: bool, tiles, precision: str):
+    tiles = tiles or _tiles_for(a.dtype, MATMUL_TILES, MATMUL_TILES_16BIT)
     batch, time, reduce_dim = a.shape
     out_features, in_features = weight.shape
     n_cols = in_features if transpose_weight else out_features
@@ -343,7 +355,7 @@ def _masked_matmul(a, weight, mask_bits, codes, bias, transpose_weight: bool, ti
     return c
 
 
-def masked_linear(x, weight, mask_bits, codes, bias, tiles=MATMUL_TILES, precision=DOT_PRECISION) -> torch.Tensor:
+def masked_linear(x, weight, mask_bits, codes, bias, tiles=None, precision=DOT_PRECISION) -> torch.Tensor:
     """y[b] = x[b] (W * m_b)^T + bias: the fused layer's forward.
 
     Args:
@@ -352,7 +364,8 @@ def masked_linear(x, weight, mask_bits, codes, bias, tiles=MATMUL_TILES, precisi
         mask_bits: uint8 ``[B, ceil(out * in / 8)]``, sample b's mask bits (``sampler.draw_bits``).
         codes: (c0, c1), the mask values of bit 0 and bit 1: m_b = c0 + (c1 - c0) * bit.
         bias: ``[out]`` or None.
-        tiles: ``MATMUL_TILES``' keys (the kernel's tile sizes and warps).
+        tiles: ``MATMUL_TILES``' keys (the kernel's tile sizes and warps); None: ``MATMUL_TILES`` for fp32
+            activations, ``MATMUL_TILES_16BIT`` for bf16 and fp16.
         precision: the fp32 dot product's ``input_precision`` ("tf32x3", "tf32", "ieee").
 
     Returns:
@@ -361,20 +374,13 @@ def masked_linear(x, weight, mask_bits, codes, bias, tiles=MATMUL_TILES, precisi
     return _masked_matmul(x, weight.contiguous(), mask_bits, codes, bias, False, tiles, precision)
 
 
-def masked_linear_input_grad(dy, weight, mask_bits, codes, tiles=MATMUL_TILES, precision=DOT_PRECISION):
+def masked_linear_input_grad(dy, weight, mask_bits, codes, tiles=None, precision=DOT_PRECISION):
     """dx[b] = dy[b] (W * m_b) for dy ``[B, T, out]``: ``[B, T, in]``; arguments as ``masked_linear``."""
     return _masked_matmul(dy, weight.contiguous(), mask_bits, codes, None, True, tiles, precision)
 
 
 def masked_weight_grad(
-    dy,
-    x,
-    mask_bits,
-    codes,
-    gumbel=None,
-    tiles=WEIGHT_GRAD_TILES,
-    precision=DOT_PRECISION,
-    target_programs=TARGET_PROGRAMS,
+    dy, x, mask_bits, codes, gumbel=None, tiles=None, precision=DOT_PRECISION, target_programs=TARGET_PROGRAMS
 ):
     """Sums over the batch of G_b = dy_b^T x_b, unmasked and masked: what the weight and logit gradients need.
 
@@ -389,11 +395,13 @@ def masked_weight_grad(
         gumbel: None, or (logits ``[out, in, 2]``, param_key, first_sample, tau) to also sum the
             straight-through Gumbel-softmax coefficient alpha_b = y0 y1 (c1 - c0) / tau with
             y = softmax((theta + G(U_b)) / tau), the noise recomputed from its counter-based hash.
-        tiles: ``WEIGHT_GRAD_TILES``' keys; precision: as ``masked_linear``.
+        tiles: ``WEIGHT_GRAD_TILES``' keys; None: ``WEIGHT_GRAD_TILES`` for fp32 activations,
+            ``WEIGHT_GRAD_TILES_16BIT`` for bf16 and fp16. precision: as ``masked_linear``.
 
     Returns:
         (sum_b G_b, sum_b G_b * bit_b, sum_b G_b * alpha_b or None), fp32 ``[out, in]`` each.
     """
+    tiles = tiles or _tiles_for(dy.dtype, WEIGHT_GRAD_TILES, WEIGHT_GRAD_TILES_16BIT)
     batch, time, out_features = dy.shape
     in_features = x.shape[2]
     tile_count = triton.cdiv(out_features, tiles["BLOCK_O"]) * triton.cdiv(in_features, tiles["BLOCK_I"])

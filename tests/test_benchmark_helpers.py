@@ -10,6 +10,7 @@ import estimators
 from benchmarks import grid
 from benchmarks import step as step_module
 from benchmarks.machine import DEVICE
+from benchmarks.workload import random_tokens
 
 
 @pytest.fixture
@@ -83,3 +84,50 @@ def test_peak_memories_say_why_a_combination_has_no_figure():
     peaks = step_module.peak_memories([("ste", "compiled", 2), ("no-such-estimator", "bmm", 2)])
     assert "batch" in peaks["ste", "compiled", 2]
     assert "does not exist" in peaks["no-such-estimator", "bmm", 2]
+
+
+def test_dense_is_the_stochastic_architecture_without_masks():
+    """With every mask "keep", the stochastic model computes what the Dense model does with the same weights."""
+    from benchmarks.dense import build_dense
+
+    config = estimators.ModelConfig(d_model=32, n_head=2, n_layer=2, d_ff=48, vocab_size=40, seq_len=12)
+    stochastic = estimators.build_model(config, seed=1)
+    with torch.no_grad():
+        for layer in stochastic.stochastic_layers():
+            layer.logits[..., 0], layer.logits[..., 1] = -40.0, 40.0  # code 1 (keep) always wins
+    dense = build_dense(config)
+    weights = {k: v for k, v in stochastic.state_dict().items() if not k.endswith(("logits", "codebook"))}
+    dense.load_state_dict(weights)  # strict: the same parameters under the same names
+    tokens = random_tokens(config, 3, seed=0)
+    want = stochastic(tokens, estimator="ste", implementation="bmm", seed=0)
+    torch.testing.assert_close(dense(tokens), want)
+
+
+def test_precisions_switch_autocast_and_tf32_and_restore_them():
+    from benchmarks.precision import forward_precision, matmul_precision
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    with matmul_precision("tf32"):
+        assert torch.backends.cuda.matmul.allow_tf32
+    with forward_precision("bf16", "cpu"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert not torch.backends.cuda.matmul.allow_tf32
+    with forward_precision("fp32", "cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+
+
+def test_a_reduced_precision_step_runs_in_its_precision():
+    bf16 = step_module.TrainingStep("ste", "fused", 2, precision="bf16")
+    bf16.gradients(bf16.loss())
+    dense = step_module.TrainingStep(None, grid.DENSE, 2, precision="fp32")
+    assert len(dense.gradients(dense.loss())) == len(list(dense._model().parameters()))
+
+
+def test_the_reduced_precision_and_dense_grids():
+    assert grid.reduced_precision_skip_reason("ste", "bmm", 16, "cuda") is None
+    assert grid.reduced_precision_skip_reason("gumbel", "bmm", 16, "*")
+    assert grid.reduced_precision_skip_reason("gumbel", "fused", 64, "cuda") is None
+    assert grid.reduced_precision_skip_reason("ste", "fused", 16, "cpu")
+    assert grid.dense_skip_reason("bf16", 16, "cuda") is None and grid.dense_skip_reason("bf16", 16, "cpu")
+    assert grid.dense_skip_reason("fp32", 1, "cpu") is None and grid.dense_skip_reason("fp32", 8, "cpu")

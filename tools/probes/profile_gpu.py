@@ -14,6 +14,7 @@ under --out. The preset is the suite's: ESTIMATORS_BENCH_PRESET (default
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -41,9 +42,9 @@ def _median_ms(run, repeats: int) -> tuple[float, float]:
     return median, (quartiles[2] - quartiles[0]) / median
 
 
-def step_times(estimator, implementation, batch, repeats):
+def step_times(estimator, implementation, batch, repeats, precision="fp32"):
     """The suite's step: replayed forward and backward (ms), one eager step (ms), and its peak memory (MiB)."""
-    step = TrainingStep(estimator, implementation, batch)
+    step = TrainingStep(estimator, implementation, batch, precision)
     peak = step.peak_memory() / 2**20
     step.timer.forward()  # captures (the untimed warm-up asv gives the suite, too)
     forward, forward_iqr = _median_ms(step.timer.forward, repeats)
@@ -110,86 +111,82 @@ def launch_overhead(report):
         report.append(f"  one {name} launch: {host_ms(fn, warmup=10, repeats=1000) * 1e3:.1f} us")
 
 
-def kernel_sweep(report):
-    """The fused kernels alone, seed-preset shapes at batch 16, under a few tile shapes."""
+MATMUL_SWEEP = [
+    dict(BLOCK_T=64, BLOCK_N=64, BLOCK_K=32, num_warps=4),
+    dict(BLOCK_T=64, BLOCK_N=128, BLOCK_K=32, num_warps=4),
+    dict(BLOCK_T=128, BLOCK_N=64, BLOCK_K=32, num_warps=8),
+    dict(BLOCK_T=128, BLOCK_N=128, BLOCK_K=32, num_warps=8),
+    dict(BLOCK_T=64, BLOCK_N=64, BLOCK_K=64, num_warps=4),
+    dict(BLOCK_T=128, BLOCK_N=64, BLOCK_K=64, num_warps=4),
+    dict(BLOCK_T=128, BLOCK_N=128, BLOCK_K=64, num_warps=8),
+    dict(BLOCK_T=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=4),
+    dict(BLOCK_T=64, BLOCK_N=128, BLOCK_K=64, num_warps=4, num_stages=4),
+]
+WEIGHT_GRAD_SWEEP = [
+    dict(BLOCK_O=32, BLOCK_I=64, BLOCK_T=32, num_warps=4),
+    dict(BLOCK_O=64, BLOCK_I=64, BLOCK_T=32, num_warps=4),
+    dict(BLOCK_O=64, BLOCK_I=64, BLOCK_T=64, num_warps=4),
+    dict(BLOCK_O=64, BLOCK_I=128, BLOCK_T=64, num_warps=8),
+    dict(BLOCK_O=128, BLOCK_I=128, BLOCK_T=64, num_warps=8),
+    dict(BLOCK_O=128, BLOCK_I=64, BLOCK_T=64, num_warps=4),
+    dict(BLOCK_O=64, BLOCK_I=64, BLOCK_T=128, num_warps=4),
+]
+
+
+def _say(report, line):
+    """Append ``line`` to the report and print it at once (a sweep stopped at its time limit keeps its lines)."""
+    report.append(line)
+    print(line, flush=True)
+
+
+def kernel_sweep(report, batches=(16, 64), dtypes=("fp32", "bf16")):
+    """The fused kernels alone at the seed preset's layer shape, under several tiles, dtypes and precisions."""
     import triton.testing
 
     from estimators import sampler
     from estimators import triton_kernels as tk
 
-    batch, time_, width = 16, 128, 512
-    x = torch.randn(batch, time_, width, device="cuda")
-    dy = torch.randn(batch, time_, width, device="cuda")
+    bench = lambda fn: triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median")  # noqa: E731
+    relative = lambda got, want: ((got.double() - want).norm() / want.norm()).item()  # noqa: E731
+    torch_dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    time_, width, codes = 128, 512, (0.0, 1.0)
     weight = torch.randn(width, width, device="cuda")
     bias = torch.randn(width, device="cuda")
     logits = torch.randn(width, width, 2, device="cuda")
-    bits = sampler.draw_bits(logits, 0, 0, range(batch))
-    masks = sampler.unpack_bits(bits, (width, width)).float()
-    w_b = weight * masks
-    bench = lambda fn: triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")  # noqa: E731
-    report.append(f"\nkernels alone, batch {batch}, T {time_}, {width}x{width} (median ms)")
-    report.append(
-        f"  cuBLAS bmm forward (materialised W_b)   {bench(lambda: torch.baddbmm(bias, x, w_b.transpose(1, 2))):.4f}"
-    )
-    report.append(
-        f"  cuBLAS dense x W^T (one mask)            {bench(lambda: torch.nn.functional.linear(x, w_b[0], bias)):.4f}"
-    )
-    report.append(
-        f"  cuBLAS dense dW = dy^T x (one mask)      {bench(lambda: dy.flatten(0, 1).T @ x.flatten(0, 1)):.4f}"
-    )
-    report.append(
-        f"  sampler (bits)                           {bench(lambda: sampler.draw_bits(logits, 0, 0, range(batch))):.4f}"
-    )
-    index_ms = bench(lambda: sampler.draw_index(logits, 0, 0, range(batch)))
-    report.append(f"  sampler (index)                          {index_ms:.4f}")
-    want_y = torch.baddbmm(bias.double(), x.double(), w_b.double().transpose(1, 2))
-    want_g = torch.bmm(dy.double().transpose(1, 2), x.double()).sum(0)
-    relative = lambda got, want: ((got.double() - want).norm() / want.norm()).item()  # noqa: E731
-    matmul_configs = [
-        dict(BLOCK_T=64, BLOCK_N=64, BLOCK_K=32, num_warps=4),
-        dict(BLOCK_T=64, BLOCK_N=64, BLOCK_K=16, num_warps=4),
-        dict(BLOCK_T=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=2),
-        dict(BLOCK_T=32, BLOCK_N=64, BLOCK_K=32, num_warps=2),
-        dict(BLOCK_T=64, BLOCK_N=128, BLOCK_K=32, num_warps=4),
-        dict(BLOCK_T=128, BLOCK_N=64, BLOCK_K=32, num_warps=8),
-        dict(BLOCK_T=128, BLOCK_N=128, BLOCK_K=32, num_warps=8),
-        dict(BLOCK_T=64, BLOCK_N=64, BLOCK_K=64, num_warps=4),
-    ]
-    grad_configs = [
-        dict(BLOCK_O=64, BLOCK_I=64, BLOCK_T=32, num_warps=8),
-        dict(BLOCK_O=32, BLOCK_I=64, BLOCK_T=32, num_warps=4),
-        dict(BLOCK_O=64, BLOCK_I=64, BLOCK_T=32, num_warps=4),
-        dict(BLOCK_O=64, BLOCK_I=128, BLOCK_T=32, num_warps=8),
-        dict(BLOCK_O=128, BLOCK_I=128, BLOCK_T=32, num_warps=8),
-    ]
-    codes = (0.0, 1.0)
-    for precision in ("ieee", "tf32x3"):
-        for tiles in matmul_configs:
-            try:
-                fwd = bench(lambda: tk.masked_linear(x, weight, bits, codes, bias, tiles=tiles, precision=precision))
-                dx = bench(
-                    lambda: tk.masked_linear_input_grad(dy, weight, bits, codes, tiles=tiles, precision=precision)
-                )
-                error = relative(
-                    tk.masked_linear(x, weight, bits, codes, bias, tiles=tiles, precision=precision), want_y
-                )
-                report.append(
-                    f"  {precision} masked matmul {tiles}: forward {fwd:.4f}, input grad {dx:.4f}, rel err {error:.1e}"
-                )
-            except Exception as exc:  # a tile shape that does not compile: report and go on
-                report.append(f"  {precision} masked matmul {tiles}: {type(exc).__name__} {str(exc)[:80]}")
-        for tiles in grad_configs:
-            for target in (132, 264):
+    for batch, dtype in itertools.product(batches, dtypes):
+        x = torch.randn(batch, time_, width, device="cuda").to(torch_dtypes[dtype])
+        dy = torch.randn(batch, time_, width, device="cuda").to(torch_dtypes[dtype])
+        bits = sampler.draw_bits(logits, 0, 0, range(batch))
+        w_b = (weight * sampler.unpack_bits(bits, (width, width)).float()).to(x.dtype)
+        want_y = torch.baddbmm(bias.double(), x.double(), w_b.double().transpose(1, 2))
+        want_g = torch.bmm(dy.double().transpose(1, 2), x.double()).sum(0)
+        _say(report, f"\nkernels alone, {dtype}, batch {batch}, T {time_}, {width}x{width} (median ms)")
+        cublas_forward = bench(lambda: torch.baddbmm(bias.to(x.dtype), x, w_b.transpose(1, 2)))
+        cublas_dense = bench(lambda: torch.nn.functional.linear(x, w_b[0], bias.to(x.dtype)))
+        cublas_dw = bench(lambda: dy.flatten(0, 1).T @ x.flatten(0, 1))
+        _say(
+            report,
+            f"  cuBLAS: bmm forward {cublas_forward:.4f}, one-mask forward {cublas_dense:.4f}, dW {cublas_dw:.4f}",
+        )
+        _say(report, f"  sampler (bits) {bench(lambda: sampler.draw_bits(logits, 0, 0, range(batch))):.4f}")
+        for precision in ("tf32x3", "tf32") if dtype == "fp32" else ("tf32x3",):
+            for tiles in MATMUL_SWEEP:
+                options = dict(tiles=tiles, precision=precision)
+                try:
+                    fwd = bench(lambda: tk.masked_linear(x, weight, bits, codes, bias, **options))
+                    dx = bench(lambda: tk.masked_linear_input_grad(dy, weight, bits, codes, **options))
+                    error = relative(tk.masked_linear(x, weight, bits, codes, bias, **options), want_y)
+                    _say(report, f"  {precision} matmul {tiles}: fwd {fwd:.4f} dx {dx:.4f} err {error:.1e}")
+                except Exception as exc:  # a tile shape that does not compile: report and go on
+                    _say(report, f"  {precision} matmul {tiles}: {type(exc).__name__} {str(exc)[:80]}")
+            for tiles, target in itertools.product(WEIGHT_GRAD_SWEEP, (132, 264)):
                 options = dict(tiles=tiles, precision=precision, target_programs=target)
                 try:
                     plain = bench(lambda: tk.masked_weight_grad(dy, x, bits, codes, **options))
-                    gumbel = bench(lambda: tk.masked_weight_grad(dy, x, bits, codes, (logits, 7, 0, 1.0), **options))
                     error = relative(tk.masked_weight_grad(dy, x, bits, codes, **options)[0], want_g)
-                    label = f"  {precision} weight grad {tiles} ~{target}"
-                    report.append(f"{label}: {plain:.4f} (gumbel {gumbel:.4f}), rel err {error:.1e}")
+                    _say(report, f"  {precision} weight grad {tiles} ~{target}: {plain:.4f} err {error:.1e}")
                 except Exception as exc:
-                    report.append(f"  {precision} weight grad {tiles}: {type(exc).__name__} {str(exc)[:80]}")
-    report.append(f"  cuBLAS fp32 bmm rel err {relative(torch.baddbmm(bias, x, w_b.transpose(1, 2)), want_y):.1e}")
+                    _say(report, f"  {precision} weight grad {tiles}: {type(exc).__name__} {str(exc)[:80]}")
 
 
 def profile_step(estimator, implementation, batch, report):
@@ -213,9 +210,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 8, 16])
     parser.add_argument("--estimators", nargs="+", default=list(estimators.ESTIMATORS))
-    parser.add_argument("--implementations", nargs="+", default=[*estimators.IMPLEMENTATIONS, estimators.FLOOR])
+    parser.add_argument(
+        "--implementations", nargs="+", default=[*estimators.IMPLEMENTATIONS, estimators.FLOOR, grid.DENSE]
+    )
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=grid.PRECISIONS)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--sweep", action="store_true", help="the fused kernels alone under several tiles")
+    parser.add_argument(
+        "--sweep", nargs="*", choices=("fp32", "bf16", "fp16"), help="the fused kernels alone, per dtype"
+    )
     parser.add_argument("--overhead", action="store_true", help="host cost per step of a tiny model")
     parser.add_argument("--skip-table", action="store_true")
     parser.add_argument("--profile", nargs="*", default=[], help="estimator/implementation pairs at the largest batch")
@@ -223,26 +225,27 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     report = [f"{torch.cuda.get_device_name()} torch {torch.__version__} preset {PRESET}"]
     rows = []
-    for batch in [] if args.skip_table else args.batches:
-        for estimator in args.estimators:
-            for implementation in args.implementations:
-                if not grid.runs(implementation, batch, "cuda"):  # what the suite runs, as it runs it
-                    continue
-                started = time.time()
-                try:
-                    result = step_times(estimator, implementation, batch, args.repeats)
-                except torch.OutOfMemoryError:
-                    result = dict(error="out of memory")
-                    torch.cuda.empty_cache()
-                result.update(batch=batch, estimator=estimator, implementation=implementation)
-                result.update(seconds=time.time() - started)
-                rows.append(result)
-                print(json.dumps(result), flush=True)
+    cells = itertools.product(args.precisions, args.batches, args.estimators, args.implementations)
+    for precision, batch, estimator, implementation in [] if args.skip_table else cells:
+        if implementation != grid.DENSE and grid.skip_reason(implementation, batch, "cuda") and batch <= 64:
+            continue  # what the suite runs, as it runs it (batches past the suite's grid: every implementation)
+        if implementation == grid.DENSE and estimator != args.estimators[0]:
+            continue  # Dense has no estimator
+        started = time.time()
+        try:
+            result = step_times(estimator, implementation, batch, args.repeats, precision)
+        except torch.OutOfMemoryError:
+            result = dict(error="out of memory")
+            torch.cuda.empty_cache()
+        result.update(precision=precision, batch=batch, estimator=estimator, implementation=implementation)
+        result.update(seconds=time.time() - started)
+        rows.append(result)
+        print(json.dumps(result), flush=True)
     (args.out / "profile_rows.json").write_text(json.dumps(rows, indent=1))
-    header = ("batch", "estimator", "implementation", "fwd ms", "bwd ms", "total", "iqr f/b", "eager ms", "peak MiB")
+    header = ("precision", "batch", "estimator", "impl", "fwd ms", "bwd ms", "total", "iqr f/b", "eager ms", "peak MiB")
     report.append("\n" + " ".join(f"{h:>14}" for h in header))
     for r in rows:
-        cells = [r["batch"], r["estimator"], r["implementation"]]
+        cells = [r["precision"], r["batch"], r["estimator"], r["implementation"]]
         if "error" in r:
             report.append(" ".join(f"{c:>14}" for c in cells) + f" {r['error']}")
             continue
@@ -256,7 +259,7 @@ def main(argv=None) -> int:
     if args.overhead:
         launch_overhead(report)
     if args.sweep:
-        kernel_sweep(report)
+        kernel_sweep(report, batches=args.batches, dtypes=args.sweep)
     for pair in args.profile:
         estimator, implementation = pair.split("/")
         profile_step(estimator, implementation, max(args.batches), report)

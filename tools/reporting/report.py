@@ -15,13 +15,14 @@ per-sample speedup at larger batches and the ratio to the Floor benchmark.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 
 import torch
 
 import estimators
-from benchmarks.grid import BATCHES, ESTIMATORS, FLOOR, IMPLEMENTATIONS, SEED, runs
+from benchmarks.grid import BATCHES, DENSE, ESTIMATORS, FLOOR, IMPLEMENTATIONS, PRECISIONS, SEED, runs
 from benchmarks.machine import DEVICE
 from benchmarks.workload import random_tokens
 from estimators.reference import per_sample_logits
@@ -48,6 +49,52 @@ def machine_preset(machine: str) -> str:
     description = json.loads((asv_results.RESULTS / machine / "machine.json").read_text()).get("os", "")
     found = re.search(r"preset (\w+)", description)
     return found.group(1) if found else "small"
+
+
+def precision_step(measurements, precision: str, estimator: str, implementation: str, batch: int):
+    """(forward, backward, memory) of a step in ``precision``, from whichever benchmark holds it, or None.
+
+    fp32: ``bench_training`` (per-sample and Floor); bf16, tf32: ``bench_precision``; Dense: ``bench_dense``.
+    """
+    if implementation == DENSE:
+        name, args = "bench_dense.Dense", (precision, batch)
+    elif precision == "fp32":
+        return step(measurements, estimator, implementation, batch)
+    elif implementation == FLOOR:
+        name, args = "bench_precision.Floor", (precision, estimator, batch)
+    else:
+        name, args = "bench_precision.ForwardBackward", (precision, estimator, implementation, batch)
+    forward = measurements.get(f"{name}.time_forward", *args)
+    backward = measurements.get(f"{name}.time_backward", *args)
+    memory = measurements.get(f"{name}.track_peak_memory", *args)
+    return None if forward is None or backward is None else (forward, backward, memory)
+
+
+def _ratio(totals: dict, numerator: str, denominator: str) -> str:
+    a, b = totals[numerator], totals[denominator]
+    return f"{a / b:.2f}" if a and b else "n/a"
+
+
+def precision_report(measurements, machine: str) -> str:
+    """Per precision and batch: Dense, Floor, fused and bmm fwd+bwd (ms) and their ratios, one run."""
+    out = [
+        f"Machine `{machine}`, commit `{measurements.commit[:8]}`: fwd+bwd in ms (asv medians), estimator ste, "
+        "each precision's figures from one run.",
+        "",
+        "| precision | batch | Dense | Floor | fused | bmm | Floor / Dense | fused / Dense | fused / Floor |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for precision, batch in itertools.product(PRECISIONS, BATCHES):
+        totals = {}
+        for implementation in (DENSE, FLOOR, "fused", "bmm"):
+            entry = precision_step(measurements, precision, "ste", implementation, batch)
+            totals[implementation] = total_ms(entry) if entry else None
+        if totals[DENSE] is None and totals["fused"] is None:
+            continue
+        cells = [f"{totals[i]:.2f}" if totals[i] else "n/a" for i in (DENSE, FLOOR, "fused", "bmm")]
+        ratios = [_ratio(totals, FLOOR, DENSE), _ratio(totals, "fused", DENSE), _ratio(totals, "fused", FLOOR)]
+        out.append(f"| {precision} | {batch} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(out)
 
 
 def step(measurements, estimator: str, implementation: str, batch: int):
@@ -264,6 +311,7 @@ def main(argv=None) -> int:
     parser.add_argument("--commit", help="commit (prefix) to report (default: the newest with results)")
     parser.add_argument("--no-verify", action="store_true", help="skip the live equivalence verification")
     parser.add_argument("--markdown", action="store_true", help="markdown tables instead of the text report")
+    parser.add_argument("--precision", action="store_true", help="Dense, Floor, fused, bmm in every precision")
     parser.add_argument("--reference", help="compare with the reference run's output (e.g. docs/reference-run.txt)")
     args = parser.parse_args(argv)
     if args.machine is None:
@@ -274,6 +322,8 @@ def main(argv=None) -> int:
     preset = machine_preset(args.machine)
     if args.reference:
         print(reference_comparison(measurements, args.machine, args.reference))
+    elif args.precision:
+        print(precision_report(measurements, args.machine))
     elif args.markdown:
         print(markdown_report(measurements, args.machine, preset))
     else:

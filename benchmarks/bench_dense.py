@@ -1,0 +1,34 @@
+"""Dense: the same architecture with plain linear layers and no masks (benchmarks/dense.py).
+
+The true floor of a training step, measured beside the stochastic model in
+the same run and in every precision: the ratios fused / Dense and Floor /
+Dense say what per-sample masks, and masks at all, cost.
+"""
+
+import itertools
+
+from . import grid, skips
+from .bench_training import _TrainingStepBenchmark
+from .machine import configure_process
+from .step import peak_memories, training_step
+
+configure_process()
+
+
+class Dense(_TrainingStepBenchmark):
+    """time_forward, time_backward and track_peak_memory of the plain model's training step."""
+
+    version = "1"
+    params = [list(grid.PRECISIONS), list(grid.BATCHES)]
+    param_names = ["precision", "batch"]
+
+    def setup_cache(self):
+        combinations = [(None, grid.DENSE, b, p) for p, b in itertools.product(*self.params)]
+        return peak_memories(combinations, requires=skips.requires_dense_step)
+
+    def setup(self, peaks, precision, batch):
+        skips.requires_dense_step(None, grid.DENSE, batch, precision)
+        self.peak = peaks[None, grid.DENSE, batch, precision]
+        if isinstance(self.peak, str):
+            raise NotImplementedError(self.peak)
+        self.step = training_step(None, grid.DENSE, batch, precision)

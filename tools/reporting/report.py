@@ -100,9 +100,9 @@ def precision_report(measurements, machine: str) -> str:
 def step(measurements, estimator: str, implementation: str, batch: int):
     """(forward, backward, memory) measurements of one training step, or None where any is missing."""
     if implementation == FLOOR:
-        args, name = (estimator, batch), "Floor"
+        args, name = (estimator, batch), "bench_training.Floor"
     else:
-        args, name = (estimator, implementation, batch), "ForwardBackward"
+        args, name = (estimator, implementation, batch), "bench_training.ForwardBackward"
     forward = measurements.get(f"{name}.time_forward", *args)
     backward = measurements.get(f"{name}.time_backward", *args)
     memory = measurements.get(f"{name}.track_peak_memory", *args)

@@ -57,7 +57,7 @@ class Measurements:
     def get(self, name: str, *params) -> Measurement | None:
         """The measurement of benchmark ``name`` (e.g. "ForwardBackward.time_forward") at ``params``."""
         for (key, combo), measurement in self._table.items():
-            if key.endswith("." + name) and combo == params:
+            if (key == name or key.endswith("." + name)) and combo == params:
                 return measurement
         return None
 

@@ -9,7 +9,7 @@ import itertools
 
 from . import grid, skips
 from .bench_training import _TrainingStepBenchmark
-from .machine import configure_process
+from .machine import DEVICE, configure_process
 from .step import peak_memories, training_step
 
 configure_process()
@@ -21,6 +21,7 @@ class Dense(_TrainingStepBenchmark):
     version = "1"
     params = [list(grid.PRECISIONS), list(grid.BATCHES)]
     param_names = ["precision", "batch"]
+    skip_params = [combo for combo in itertools.product(*params) if grid.dense_skip_reason(*combo, DEVICE)]
 
     def setup_cache(self):
         combinations = [(None, grid.DENSE, b, p) for p, b in itertools.product(*self.params)]

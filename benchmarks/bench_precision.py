@@ -10,7 +10,7 @@ import itertools
 
 from . import grid, skips
 from .bench_training import _TrainingStepBenchmark
-from .machine import configure_process
+from .machine import DEVICE, configure_process
 from .step import peak_memories, training_step
 
 configure_process()
@@ -37,7 +37,7 @@ class ForwardBackward(_ReducedPrecisionBenchmark):
     ]
     param_names = ["precision", "estimator", "implementation", "batch"]
     skip_params = [
-        combo for combo in itertools.product(*params) if grid.reduced_precision_skip_reason(*combo[1:], device="*")
+        combo for combo in itertools.product(*params) if grid.reduced_precision_skip_reason(*combo[1:], DEVICE)
     ]
 
     def setup_cache(self):

@@ -24,9 +24,16 @@ def random_tokens(config, batch: int, seed: int, device: str | torch.device = "c
     return torch.randint(0, config.vocab_size, (batch, config.seq_len), generator=generator).to(device)
 
 
+def preset_config():
+    """This machine's preset at this commit; NotImplementedError (asv: n/a) where the commit lacks it."""
+    if PRESET not in getattr(estimators, "PRESETS", {}):
+        raise NotImplementedError(f"preset {PRESET!r} does not exist at this commit")
+    return estimators.PRESETS[PRESET]
+
+
 def tokens(batch: int) -> torch.Tensor:
     """The suite's batch of ``batch`` rows on this machine's device (seeded by its size)."""
-    return random_tokens(estimators.PRESETS[PRESET], batch, seed=batch, device=DEVICE)
+    return random_tokens(preset_config(), batch, seed=batch, device=DEVICE)
 
 
 def _build_cpu_model():
@@ -54,4 +61,4 @@ def model():
 @functools.cache
 def dense_model():
     """The preset's architecture without masks (benchmarks/dense.py) on this machine's device."""
-    return build_dense(estimators.PRESETS[PRESET], seed=0).to(DEVICE)
+    return build_dense(preset_config(), seed=0).to(DEVICE)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import _checks
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -28,16 +30,18 @@ class ModelConfig:
     codebook: tuple[float, ...] | None = None
 
     def __post_init__(self):
+        """Sizes are integers (Python or numpy, not bool) >= 1, stored as int; the codebook as floats."""
         for name in ("d_model", "n_head", "n_layer", "d_ff", "vocab_size", "seq_len"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            object.__setattr__(self, name, _integer(value, 1, None, f"{name} must be a positive int, got {value!r}"))
         if self.d_model % self.n_head:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
-        if not 2 <= self.num_categories <= 255:
-            raise ValueError(f"num_categories must lie in [2, 255], got {self.num_categories}")
-        if self.codebook is not None and len(self.codebook) != self.num_categories:
-            raise ValueError(f"codebook needs num_categories={self.num_categories} values, got {len(self.codebook)}")
+        k = self.num_categories
+        object.__setattr__(
+            self, "num_categories", _integer(k, 2, 255, f"num_categories must lie in [2, 255], got {k!r}")
+        )
+        if self.codebook is not None:
+            object.__setattr__(self, "codebook", _checks.check_codebook(self.codebook, self.num_categories))
 
     @property
     def codebook_values(self) -> tuple[float, ...]:
@@ -45,6 +49,14 @@ class ModelConfig:
             return tuple(float(c) for c in self.codebook)
         k = self.num_categories
         return tuple(i / (k - 1) for i in range(k))
+
+
+def _integer(value: object, low: int, high: int | None, message: str) -> int:
+    """``value`` as an int (Python or numpy, not bool) in [low, high], else ValueError(message)."""
+    try:
+        return _checks.check_int("value", value, low, high)
+    except (TypeError, ValueError):
+        raise ValueError(message) from None
 
 
 PRESETS: dict[str, ModelConfig] = {

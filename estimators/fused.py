@@ -95,6 +95,11 @@ class _FusedStochasticLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
+        if torch.is_grad_enabled():  # create_graph=True: second derivatives would need the kernels' own backward
+            raise RuntimeError(
+                "implementation 'fused' does not support double backward (create_graph=True); "
+                "use 'bmm', 'einsum', 'vmap' or 'loop' for second derivatives"
+            )
         dy = dy.contiguous()
         x, weight, logits = ctx.saved_tensors[:3]
         need_x, need_w, need_bias, need_logits = ctx.needs_input_grad[:4]

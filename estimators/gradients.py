@@ -150,6 +150,6 @@ def estimate(name: str, logits: torch.Tensor, uniform: torch.Tensor, tau: float 
     """
     _checks.check_choice("estimator", name, ESTIMATORS)
     tau = _checks.check_tau(tau)
-    _checks.check_logits_and_noise(logits, uniform)
+    _checks.check_logits_and_noise(logits, uniform, tau)
     index = sample_index(logits.detach(), uniform)
     return ESTIMATOR_FUNCTIONS[name].apply(logits, index, uniform, tau)

@@ -141,16 +141,16 @@ class StochasticTransformer(nn.Module):
         _checks.check_choice("estimator", estimator, ESTIMATORS)
         _checks.check_choice("implementation", implementation, IMPLEMENTATIONS + (FLOOR,))
         tau = _checks.check_tau(tau)
-        _checks.check_seed(seed)
-        _checks.check_tokens(tokens, self.config.vocab_size, self.config.seq_len)
+        seed = _checks.check_seed(seed)
+        _checks.check_tokens(tokens, self.config.vocab_size, self.config.seq_len, self.token_embedding.weight.device)
         batch, time = tokens.shape
-        if (
-            isinstance(sample_offset, bool)
-            or not isinstance(sample_offset, int)
-            or not 0 <= sample_offset <= 2**32 - batch
-        ):
-            raise ValueError(f"sample_offset must be an int in [0, 2**32 - batch], got {sample_offset!r}")
+        try:
+            sample_offset = _checks.check_int("sample_offset", sample_offset, 0, 2**32 - batch)
+        except (TypeError, ValueError):
+            raise ValueError(f"sample_offset must be an int in [0, 2**32 - batch], got {sample_offset!r}") from None
         implementations.check_batch(implementation, batch)
+        layers = self.stochastic_layers()
+        _checks.check_step_values(tokens, self.config.vocab_size, [layer.logits for layer in layers], tau)
 
         draw = MaskDraw(estimator, implementation, tau, seed, range(sample_offset, sample_offset + batch))
         positions = torch.arange(time, device=tokens.device)
@@ -161,9 +161,24 @@ class StochasticTransformer(nn.Module):
 
 
 def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """The training loss: cross-entropy of ``logits[:, t]`` [B, T, vocab] against ``tokens[:, t + 1]`` [B, T]."""
+    """The training loss: cross-entropy of ``logits[:, t]`` [B, T, vocab] against ``tokens[:, t + 1]`` [B, T].
+
+    Needs T >= 2 (a next token to predict). Token ids are not range-checked here (the model's forward
+    checks them); every target counts (no id is ignored).
+    """
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() != 3:
+        raise TypeError(f"logits must be a floating-point tensor [B, T, vocab], got {_checks._describe(logits)}")
+    if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"tokens must be a torch.int64 or torch.int32 tensor, got {_checks._describe(tokens)}")
+    if tuple(tokens.shape) != tuple(logits.shape[:2]):
+        raise ValueError(f"tokens {tuple(tokens.shape)} must be the logits' [B, T] {tuple(logits.shape[:2])}")
+    if tokens.shape[1] < 2:
+        raise ValueError(f"next-token loss needs T >= 2 tokens a row, got T = {tokens.shape[1]}")
+    _checks.check_choice("reduction", reduction, ("mean", "sum", "none"))
     vocab = logits.shape[-1]
-    return F.cross_entropy(logits[:, :-1].reshape(-1, vocab), tokens[:, 1:].reshape(-1), reduction=reduction)
+    targets = tokens[:, 1:].reshape(-1).long()
+    # ignore_index out of every id's range: F.cross_entropy's default (-100) would skip such targets silently.
+    return F.cross_entropy(logits[:, :-1].reshape(-1, vocab), targets, reduction=reduction, ignore_index=-(2**62))
 
 
 def build_model(preset: str | ModelConfig, device: str | torch.device = "cpu", seed: int = 0) -> StochasticTransformer:
@@ -192,7 +207,10 @@ def build_model(preset: str | ModelConfig, device: str | torch.device = "cpu", s
     else:
         _checks.check_choice("preset", preset, PRESETS)
         config = PRESETS[preset]
-    _checks.check_seed(seed)
+    seed = _checks.check_seed(seed)
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' is not available here (torch.cuda.is_available() is False); use 'cpu'")
     with torch.random.fork_rng(devices=[]):  # the modules' default init must not move the caller's RNG
         model = StochasticTransformer(config)
     model.reset_parameters(torch.Generator().manual_seed(seed))

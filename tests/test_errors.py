@@ -39,7 +39,7 @@ def test_bad_tau(tau):
 def test_nan_logits():
     logits, uniform = _estimate_args()
     logits[1, 2] = math.nan
-    with pytest.raises(ValueError, match="logits contain NaN"):
+    with pytest.raises(ValueError, match=r"logits must be finite \(no NaN or inf\)"):
         estimators.estimate("reinmax", logits, uniform)
 
 

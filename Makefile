@@ -8,13 +8,18 @@ TORCH_CPU ?= torch==2.13.0
 
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_CPU)"
-	$(PYTHON) -m pip install -e ".[test]"
+	$(PYTHON) -m pip install -q -e ".[test]"
 
-# Debian's Chromium and ChromeDriver, for the dashboard test (tests/test_dashboard.py).
+# Debian's Chromium and ChromeDriver, for the dashboard test (tests/test_dashboard.py); apt-get only as root.
 install-browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		(DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+		if [ "$$(id -u)" = 0 ]; then \
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+		else \
+			echo "chromium and chromedriver are missing and only root can apt-get them:" \
+			     "sudo apt-get install chromium chromium-driver (the dashboard test needs them)" >&2; \
+		fi
 
 test: install install-browser
 	$(PYTHON) -m pytest -q

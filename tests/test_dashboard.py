@@ -2,11 +2,14 @@
 
 Publishes results/ into a scratch html/ directory, serves it on localhost,
 checks that the benchmark grid lists the suite and that a benchmark's graph
-draws data points, and stores screenshots under docs/.
+draws data points. Screenshots go to the test's scratch directory, or to
+docs/ (the README's pictures) with ESTIMATORS_UPDATE_SCREENSHOTS=1, so a
+test run leaves the checkout as it was.
 """
 
 import functools
 import http.server
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -18,6 +21,15 @@ from tools.run.asv_project import publish, scratch_config
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 GRAPH = "bench_training.ForwardBackward.time_forward"
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory):
+    """Where the screenshots go: docs/ when asked to update them, else a scratch directory."""
+    if os.environ.get("ESTIMATORS_UPDATE_SCREENSHOTS") == "1":
+        return REPO / "docs"
+    return tmp_path_factory.mktemp("screenshots")
+
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +79,7 @@ def _wait(driver, script, timeout=60):
     return WebDriverWait(driver, timeout).until(lambda d: d.execute_script(script))
 
 
-def test_benchmark_grid_lists_the_suite(dashboard, browser):
+def test_benchmark_grid_lists_the_suite(dashboard, browser, screenshots):
     browser.get(dashboard)
     names = _wait(
         browser,
@@ -81,10 +93,10 @@ def test_benchmark_grid_lists_the_suite(dashboard, browser):
     ):
         assert any(benchmark in name for name in names), (benchmark, names)
     _wait(browser, "return $('.benchmark-plot canvas').length > 0")  # the thumbnails draw
-    browser.save_screenshot(str(REPO / "docs" / "dashboard-grid.png"))
+    browser.save_screenshot(str(screenshots / "dashboard-grid.png"))
 
 
-def test_benchmark_graph_draws_data(dashboard, browser):
+def test_benchmark_graph_draws_data(dashboard, browser, screenshots):
     browser.get(f"{dashboard}#{GRAPH}")
     points = _wait(
         browser,
@@ -94,4 +106,4 @@ def test_benchmark_graph_draws_data(dashboard, browser):
     )
     assert points > 0
     assert browser.find_element("css selector", "#main-graph canvas.flot-base").size["width"] > 100
-    browser.save_screenshot(str(REPO / "docs" / "dashboard-graph.png"))
+    browser.save_screenshot(str(screenshots / "dashboard-graph.png"))

@@ -19,6 +19,8 @@ import argparse
 import estimators
 from benchmarks.grid import BATCHES
 
+from ..arguments import positive_float
+
 
 def step_flops(config, batch: int) -> float:
     d, t, f, v = config.d_model, config.seq_len, config.d_ff, config.vocab_size
@@ -28,10 +30,10 @@ def step_flops(config, batch: int) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="seed")
-    parser.add_argument("--tflops", type=float, default=29.0, help="matrix product rate (TFLOP/s)")
-    parser.add_argument("--tbps", type=float, default=3.0, help="memory bandwidth (TB/s)")
-    parser.add_argument("--activations-mib", type=float, default=18.0, help="activation bytes a sample keeps")
+    parser.add_argument("--preset", default="seed", choices=tuple(estimators.PRESETS))
+    parser.add_argument("--tflops", type=positive_float, default=29.0, help="matrix product rate (TFLOP/s)")
+    parser.add_argument("--tbps", type=positive_float, default=3.0, help="memory bandwidth (TB/s)")
+    parser.add_argument("--activations-mib", type=positive_float, default=18.0, help="activation bytes a sample keeps")
     args = parser.parse_args(argv)
     config = estimators.PRESETS[args.preset]
     params = sum(p.numel() for p in estimators.build_model(args.preset).parameters())

@@ -17,6 +17,8 @@ _ENTRY = re.compile(
 
 def parse_reference_run(path: str | Path) -> dict[tuple[str, str, int], dict[str, float]]:
     """{(estimator, implementation, batch): {forward, backward, total (ms), memory (MB)}}."""
+    if not Path(path).is_file():
+        raise SystemExit(f"no reference run at {path!r}: the project's is docs/reference-run.txt")
     text = Path(path).read_text()
     headings = [(m.start(), m.group(1).lower()) for m in re.finditer(r"^ESTIMATOR: (\w+)$", text, re.MULTILINE)]
     figures = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import itertools
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,10 @@ class Measurements:
             combos = itertools.product(*[[ast.literal_eval(v) for v in p] for p in params]) if params else [()]
             for combo, value, stat in zip(combos, values, stats, strict=True):
                 if value is None or value != value:  # failed or skipped (n/a)
+                    continue
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                    message = f"{self.commit[:8]} {name}{tuple(combo)}: invalid value {value!r}, left out"
+                    warnings.warn(message, stacklevel=2)
                     continue
                 stat = stat or {}
                 self._table[name, tuple(combo)] = Measurement(value, stat.get("q_25"), stat.get("q_75"))

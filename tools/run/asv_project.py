@@ -43,7 +43,15 @@ ASV_WITH_SETUP_EXIT_FIXED = (
 )
 
 
+def _check_preset() -> None:
+    import estimators
+
+    if PRESET not in estimators.PRESETS:
+        raise SystemExit(f"ESTIMATORS_BENCH_PRESET={PRESET!r}; valid choices: {', '.join(estimators.PRESETS)}")
+
+
 def machine_name() -> str:
+    _check_preset()
     if os.environ.get("ESTIMATORS_ASV_MACHINE"):
         return os.environ["ESTIMATORS_ASV_MACHINE"]
     if DEVICE == "cuda":
@@ -127,11 +135,21 @@ def scratch_config(directory: Path, **overrides: str) -> Path:
     return path
 
 
+def _asv_command_line(args: list[str]) -> list[str]:
+    launcher = ["-c", ASV_WITH_SETUP_EXIT_FIXED] if args[:1] == ["setup"] else ["-m", "asv"]
+    return [sys.executable, *launcher, *args]
+
+
 def run_asv(args: list[str], check: bool = False) -> int:
     """Run ``asv *args`` from the repository root with the project's environment; return its exit code."""
-    launcher = ["-c", ASV_WITH_SETUP_EXIT_FIXED] if args[:1] == ["setup"] else ["-m", "asv"]
-    command = [sys.executable, *launcher, *args]
-    return subprocess.run(command, cwd=ROOT, env=environment(), check=check).returncode
+    return subprocess.run(_asv_command_line(args), cwd=ROOT, env=environment(), check=check).returncode
+
+
+def exec_asv(args: list[str]):
+    """Become ``asv *args`` (this process's PID is asv's: stopping it stops asv, e.g. ``preview``'s server)."""
+    os.chdir(ROOT)
+    command = _asv_command_line(args)
+    os.execve(command[0], command, environment())
 
 
 def register_machine() -> str:
@@ -169,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] == "publish" and all(a.startswith("--config") for a in args[1:]):
         config = next((Path(a.split("=", 1)[1]) for a in args[1:]), None)
         return publish(config)
-    return run_asv(asv_command(args))
+    if args[0] == "preview" and not (ROOT / "html" / "index.html").exists():
+        print("nothing is published in html/ yet: run `make bench` or `python -m tools.run.asv_project publish`")
+        return 1
+    exec_asv(asv_command(args))
 
 
 if __name__ == "__main__":

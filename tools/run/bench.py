@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 
+from ..arguments import positive_int
 from ..reporting import report
 from .asv_project import ROOT, asv_command, machine_name, publish, run_asv
 
@@ -30,25 +31,38 @@ def measured_commits(count: int) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--commits", type=int, default=3, help="how many recent measured commits (default 3)")
+    parser.add_argument(
+        "--commits", type=positive_int, default=3, help="how many recent measured commits (>= 1, default 3)"
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the report's live equivalence check")
     args = parser.parse_args(argv)
     started = time.time()
+    machine = machine_name()
     commits = measured_commits(args.commits)
-    with tempfile.NamedTemporaryFile("w", suffix=".txt") as hashes:
-        hashes.write("\n".join(commits) + "\n")
-        hashes.flush()
-        status = run_asv(asv_command(["run", "--skip-existing-commits", "--show-stderr", f"HASHFILE:{hashes.name}"]))
-    if status != 0:
-        print(f"asv run exited {status}", file=sys.stderr)
-        return status
+    measured = [c for c in commits if any((ROOT / "results" / machine).glob(f"{c[:8]}-*.json"))]
+    to_run = [c for c in commits if c not in measured]
+    names = ", ".join(c[:8] for c in commits)
+    print(f"Machine {machine}: the {len(commits)} newest commits that change what is measured are {names}.")
+    if measured:
+        print(f"Already in results/{machine} (not run again): {', '.join(c[:8] for c in measured)}.")
+    if to_run:
+        print(f"Benchmarking {len(to_run)}: {', '.join(c[:8] for c in to_run)} (about 5-9 min each on a 2-core CPU).")
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as hashes:
+            hashes.write("\n".join(to_run) + "\n")
+            hashes.flush()
+            status = run_asv(asv_command(["run", "--show-stderr", f"HASHFILE:{hashes.name}"]))
+        if status != 0:
+            print(f"asv run exited {status}", file=sys.stderr)
+            return status
+    else:
+        print("Nothing to benchmark: publishing and reporting the stored results (--commits N looks further back).")
     if publish() != 0:
         return 1
     print(
         f"\nDashboard published to {ROOT / 'html'}: open it with `python -m tools.run.asv_project preview` "
         "(serves http://127.0.0.1:8080), or any static web server over html/."
     )
-    print(f"Benchmarked in {time.time() - started:.0f} s (machine {machine_name()}).\n")
+    print(f"Done in {time.time() - started:.0f} s (machine {machine}).\n")
     report_args = ["--no-verify"] if args.no_verify else []
     return report.main(report_args)
 

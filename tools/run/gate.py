@@ -18,13 +18,18 @@ batch 1-2 (up to 1.18x) moved by more than 1.05 from one process to the next.
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
+import re
+import subprocess
 import tempfile
 from pathlib import Path
 
 from benchmarks.grid import BATCHES
 from benchmarks.machine import DEVICE
 
-from .asv_project import asv_command, run_asv, scratch_config
+from ..arguments import factor
+from .asv_project import ROOT, asv_command, run_asv, scratch_config
 
 DEFAULT_FACTOR = {"cuda": 1.05, "cpu": 1.5}
 GATED_BATCHES = "|".join(str(batch) for batch in BATCHES if batch >= 8)
@@ -32,11 +37,30 @@ GATED_BATCHES = "|".join(str(batch) for batch in BATCHES if batch >= 8)
 DEFAULT_BENCH = {"cuda": [rf"\.time_\w+\(.*, ({GATED_BATCHES})\)$", r"\.track_"], "cpu": []}
 
 
+def known_commit(commit: str) -> bool:
+    check = ["git", "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"]
+    return subprocess.run(check, cwd=ROOT, capture_output=True).returncode == 0
+
+
+def benchmark_names() -> list[str]:
+    """Every benchmark as asv matches --bench: "module.Class.method" and "module.Class.method(param, ...)".
+
+    From results/benchmarks.json, asv's record of the suite as last discovered.
+    """
+    names = []
+    for name, benchmark in json.loads((ROOT / "results" / "benchmarks.json").read_text()).items():
+        if not isinstance(benchmark, dict):
+            continue  # the file's version entry
+        names.append(name)
+        names += [f"{name}({', '.join(combo)})" for combo in itertools.product(*benchmark.get("params", []))]
+    return names
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("base", help="the commit to compare against (e.g. origin/main)")
     parser.add_argument("head", help="the commit under test (e.g. HEAD)")
-    parser.add_argument("--factor", type=float, default=DEFAULT_FACTOR[DEVICE], help="allowed ratio head/base")
+    parser.add_argument("--factor", type=factor, default=DEFAULT_FACTOR[DEVICE], help="allowed ratio head/base (> 1)")
     parser.add_argument(
         "--bench",
         "-b",
@@ -52,6 +76,12 @@ def main(argv=None) -> int:
         help="override a benchmark attribute, as asv's -a (e.g. repeat=20; repeatable)",
     )
     args = parser.parse_args(argv)
+    for commit in (args.base, args.head):
+        if not known_commit(commit):
+            parser.error(f"unknown commit {commit!r} (not a commit of this repository)")
+    for regex in args.bench:
+        if not any(re.search(regex, name) for name in benchmark_names()):
+            parser.error(f"--bench {regex!r} selects no benchmark (names look like {benchmark_names()[0]!r})")
     with tempfile.TemporaryDirectory(prefix="estimators-gate-") as scratch:
         config = scratch_config(Path(scratch), results_dir=f"{scratch}/results", html_dir=f"{scratch}/html")
         command = ["continuous", f"--config={config}", f"--factor={args.factor}", "--split"]

@@ -80,12 +80,13 @@ def check_logits_and_noise(logits: torch.Tensor, uniform: torch.Tensor, tau: flo
         raise TypeError(f"uniform must have the logits' dtype {logits.dtype}, got {uniform.dtype}")
     if uniform.device != logits.device:
         raise ValueError(f"uniform must be on the logits' device {logits.device}, got {uniform.device}")
-    logits = logits.detach()
-    # One synchronisation for the three value checks.
-    finite, noise_inside, largest = torch.stack(
-        [torch.isfinite(logits).all(), ((uniform > 0) & (uniform < 1)).all(), logits.abs().amax().float()]
+    if logits.numel() == 0:
+        return
+    # One pass over the logits (max |logit| is NaN or inf where any is) and one synchronisation.
+    largest, noise_inside = torch.stack(
+        [logits.detach().abs().amax().float(), ((uniform > 0) & (uniform < 1)).all().float()]
     ).tolist()
-    if not finite:
+    if not math.isfinite(largest):
         raise ValueError("logits must be finite (no NaN or inf); mask a category with a large negative logit")
     if not noise_inside:
         raise ValueError("uniform noise must lie in the open interval (0, 1)")

@@ -42,6 +42,27 @@ ASV_WITH_SETUP_EXIT_FIXED = (
     "from asv.main import main; main()"
 )
 
+# asv 0.6.6's front page draws each benchmark's summary thumbnail from every machine's results at once:
+# the CPU and H100 series averaged together, dropping 8x where the first H100 commit appears. This runs
+# `asv publish` with the summaries drawn from one machine's graphs (ESTIMATORS_SUMMARY_MACHINE).
+ASV_PUBLISH_ONE_MACHINE_SUMMARY = (
+    "import os; from asv import graph; machine = os.environ['ESTIMATORS_SUMMARY_MACHINE']; "
+    "GraphSet = graph.GraphSet; "
+    "GraphSet.get_summary_graphs = lambda self, dots=None: ("
+    "graph.make_summary_graph([g for g in graphs if g.params.get('machine') == machine] or graphs) "
+    "for graphs in self._groups.values()); "
+    "from asv.main import main; main()"
+)
+
+
+def summary_machine() -> str:
+    """The machine the dashboard's front page summarises: this host's if it has results, else the one with most."""
+    results = ROOT / "results"
+    machines = [d for d in results.iterdir() if (d / "machine.json").exists()] if results.exists() else []
+    counts = {d.name: len(list(d.glob("*-*.json"))) for d in machines}
+    here = machine_name()
+    return here if counts.get(here) else max(sorted(counts), key=counts.get, default=here)
+
 
 def _check_preset() -> None:
     import estimators
@@ -102,6 +123,7 @@ def environment() -> dict[str, str]:
     env["ESTIMATORS_HOST_SITE_PACKAGES"] = str(Path(torch.__file__).resolve().parent.parent)
     env["ESTIMATORS_BENCH_DEVICE"] = DEVICE
     env["ESTIMATORS_BENCH_PRESET"] = PRESET
+    env.setdefault("ESTIMATORS_SUMMARY_MACHINE", summary_machine())
     return env
 
 
@@ -136,8 +158,8 @@ def scratch_config(directory: Path, **overrides: str) -> Path:
 
 
 def _asv_command_line(args: list[str]) -> list[str]:
-    launcher = ["-c", ASV_WITH_SETUP_EXIT_FIXED] if args[:1] == ["setup"] else ["-m", "asv"]
-    return [sys.executable, *launcher, *args]
+    launchers = {"setup": ["-c", ASV_WITH_SETUP_EXIT_FIXED], "publish": ["-c", ASV_PUBLISH_ONE_MACHINE_SUMMARY]}
+    return [sys.executable, *launchers.get(args[0] if args else "", ["-m", "asv"]), *args]
 
 
 def run_asv(args: list[str], check: bool = False) -> int:

@@ -123,7 +123,8 @@ def environment() -> dict[str, str]:
     env["ESTIMATORS_HOST_SITE_PACKAGES"] = str(Path(torch.__file__).resolve().parent.parent)
     env["ESTIMATORS_BENCH_DEVICE"] = DEVICE
     env["ESTIMATORS_BENCH_PRESET"] = PRESET
-    env.setdefault("ESTIMATORS_SUMMARY_MACHINE", summary_machine())
+    if "ESTIMATORS_SUMMARY_MACHINE" not in env:
+        env["ESTIMATORS_SUMMARY_MACHINE"] = summary_machine()
     return env
 
 

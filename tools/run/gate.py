@@ -79,9 +79,10 @@ def main(argv=None) -> int:
     for commit in (args.base, args.head):
         if not known_commit(commit):
             parser.error(f"unknown commit {commit!r} (not a commit of this repository)")
+    names = benchmark_names() if args.bench else []
     for regex in args.bench:
-        if not any(re.search(regex, name) for name in benchmark_names()):
-            parser.error(f"--bench {regex!r} selects no benchmark (names look like {benchmark_names()[0]!r})")
+        if not any(re.search(regex, name) for name in names):
+            parser.error(f"--bench {regex!r} selects no benchmark (names look like {names[0]!r})")
     with tempfile.TemporaryDirectory(prefix="estimators-gate-") as scratch:
         config = scratch_config(Path(scratch), results_dir=f"{scratch}/results", html_dir=f"{scratch}/html")
         command = ["continuous", f"--config={config}", f"--factor={args.factor}", "--split"]

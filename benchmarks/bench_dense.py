@@ -10,7 +10,7 @@ import itertools
 from . import grid, skips
 from .bench_training import _TrainingStepBenchmark
 from .machine import DEVICE, configure_process
-from .step import peak_memories, training_step
+from .step import peak_memories
 
 configure_process()
 
@@ -28,8 +28,4 @@ class Dense(_TrainingStepBenchmark):
         return peak_memories(combinations, requires=skips.requires_dense_step)
 
     def setup(self, peaks, precision, batch):
-        skips.requires_dense_step(None, grid.DENSE, batch, precision)
-        self.peak = peaks[None, grid.DENSE, batch, precision]
-        if isinstance(self.peak, str):
-            raise NotImplementedError(self.peak)
-        self.step = training_step(None, grid.DENSE, batch, precision)
+        self._prepare(peaks, (None, grid.DENSE, batch, precision), skips.requires_dense_step)

@@ -11,21 +11,12 @@ import itertools
 from . import grid, skips
 from .bench_training import _TrainingStepBenchmark
 from .machine import DEVICE, configure_process
-from .step import peak_memories, training_step
+from .step import peak_memories
 
 configure_process()
 
 
-class _ReducedPrecisionBenchmark(_TrainingStepBenchmark):
-    def _prepare(self, peaks, precision, estimator, implementation, batch):
-        skips.requires_reduced_precision_step(estimator, implementation, batch, precision)
-        self.peak = peaks[estimator, implementation, batch, precision]
-        if isinstance(self.peak, str):
-            raise NotImplementedError(self.peak)
-        self.step = training_step(estimator, implementation, batch, precision)
-
-
-class ForwardBackward(_ReducedPrecisionBenchmark):
+class ForwardBackward(_TrainingStepBenchmark):
     """Per-sample masks, in bf16 autocast or with TF32 on."""
 
     version = "1"
@@ -45,19 +36,24 @@ class ForwardBackward(_ReducedPrecisionBenchmark):
         return peak_memories(combinations, requires=skips.requires_reduced_precision_step)
 
     def setup(self, peaks, precision, estimator, implementation, batch):
-        self._prepare(peaks, precision, estimator, implementation, batch)
+        self._prepare(peaks, (estimator, implementation, batch, precision), skips.requires_reduced_precision_step)
 
 
-class Floor(_ReducedPrecisionBenchmark):
+class Floor(_TrainingStepBenchmark):
     """One mask for the whole batch, in bf16 autocast or with TF32 on."""
 
     version = "1"
     params = [list(grid.REDUCED_PRECISIONS), ["ste"], list(grid.REDUCED_BATCHES)]
     param_names = ["precision", "estimator", "batch"]
+    skip_params = [
+        combo
+        for combo in itertools.product(*params)
+        if grid.reduced_precision_skip_reason(combo[1], grid.FLOOR, combo[2], DEVICE)
+    ]
 
     def setup_cache(self):
         combinations = [(e, grid.FLOOR, b, p) for p, e, b in itertools.product(*self.params)]
         return peak_memories(combinations, requires=skips.requires_reduced_precision_step)
 
     def setup(self, peaks, precision, estimator, batch):
-        self._prepare(peaks, precision, estimator, grid.FLOOR, batch)
+        self._prepare(peaks, (estimator, grid.FLOOR, batch, precision), skips.requires_reduced_precision_step)

@@ -14,7 +14,27 @@ from .step import peak_memories, training_step
 configure_process()
 
 
-class _TrainingStepBenchmark(TimingAttributes):
+class _StepBenchmark(TimingAttributes):
+    """track_peak_memory of one combination's step, and the setup that finds its step and peak."""
+
+    def track_peak_memory(self, peaks, *params):
+        return self.peak
+
+    track_peak_memory.unit = "bytes"
+
+    def _prepare(self, peaks, combination: tuple, requires=skips.requires_step):
+        """Skip what this machine or commit lacks, else take the combination's peak and its step.
+
+        ``combination``: ``TrainingStep``'s arguments, also the key of ``peaks``.
+        """
+        requires(*combination)
+        self.peak = peaks[combination]
+        if isinstance(self.peak, str):  # why it has no figure: n/a
+            raise NotImplementedError(self.peak)
+        self.step = training_step(*combination)
+
+
+class _TrainingStepBenchmark(_StepBenchmark):
     """time_forward, time_backward and track_peak_memory of one (estimator, implementation, batch)."""
 
     @skips.skip_if_out_of_memory
@@ -24,18 +44,6 @@ class _TrainingStepBenchmark(TimingAttributes):
     @skips.skip_if_out_of_memory
     def time_backward(self, peaks, *params):
         self.step.timer.backward()
-
-    def track_peak_memory(self, peaks, *params):
-        return self.peak
-
-    track_peak_memory.unit = "bytes"
-
-    def _prepare(self, peaks, estimator, implementation, batch):
-        skips.requires_step(estimator, implementation, batch)
-        self.peak = peaks[estimator, implementation, batch]
-        if isinstance(self.peak, str):  # why it has no figure: n/a
-            raise NotImplementedError(self.peak)
-        self.step = training_step(estimator, implementation, batch)
 
 
 class ForwardBackward(_TrainingStepBenchmark):
@@ -51,7 +59,7 @@ class ForwardBackward(_TrainingStepBenchmark):
         return peak_memories(itertools.product(*self.params))
 
     def setup(self, peaks, estimator, implementation, batch):
-        self._prepare(peaks, estimator, implementation, batch)
+        self._prepare(peaks, (estimator, implementation, batch))
 
 
 class Floor(_TrainingStepBenchmark):
@@ -60,9 +68,10 @@ class Floor(_TrainingStepBenchmark):
     version = "1"
     params = [list(grid.ESTIMATORS), list(grid.BATCHES)]
     param_names = ["estimator", "batch"]
+    skip_params = [combo for combo in itertools.product(*params) if grid.skip_reason(grid.FLOOR, combo[1], DEVICE)]
 
     def setup_cache(self):
         return peak_memories((estimator, grid.FLOOR, batch) for estimator, batch in itertools.product(*self.params))
 
     def setup(self, peaks, estimator, batch):
-        self._prepare(peaks, estimator, grid.FLOOR, batch)
+        self._prepare(peaks, (estimator, grid.FLOOR, batch))

@@ -77,3 +77,28 @@ def dense_skip_reason(precision: str, batch: int, device: str) -> str | None:
     if batch not in DENSE_RUNS_AT[device].get(precision, ()):
         return f"Dense runs {precision} on {device} at batches {DENSE_RUNS_AT[device].get(precision, ())} only"
     return None
+
+
+# Eager steps (bench_eager): what a training loop gets, forward and backward launched from Python, beside the
+# replays of bench_training; ste, on CUDA (every CPU timing is eager already).
+EAGER_PRECISIONS = ("fp32", "bf16")
+EAGER_IMPLEMENTATIONS = IMPLEMENTATIONS + (FLOOR, DENSE)
+EAGER_BATCHES = (1, 16)
+
+# How cost grows with the model (bench_width): the seed preset at other widths (d_ff = 4 d_model), fp32, ste,
+# replays, on CUDA.
+WIDTHS = (512, 1024, 2048)
+WIDTH_IMPLEMENTATIONS = ("fused", FLOOR, DENSE, "bmm")
+WIDTH_BATCHES = (16, 64)
+
+
+def eager_skip_reason(implementation: str, batch: int, device: str) -> str | None:
+    """Why the suite does not time the eager step of ``implementation`` at ``batch`` on ``device``, or None."""
+    if device == "cpu":
+        return "eager steps are timed on CUDA only (every CPU timing is eager already)"
+    return None if implementation == DENSE else skip_reason(implementation, batch, device)
+
+
+def width_skip_reason(device: str) -> str | None:
+    """Why the suite does not run the width benchmark on ``device``, or None."""
+    return "the width benchmark runs on CUDA only" if device == "cpu" else None

@@ -30,17 +30,23 @@ def requires_implementation(name: str) -> None:
         raise NotImplementedError(f"implementation {name!r} does not exist at this commit")
 
 
-def requires_grid_cell(implementation: str, batch: int) -> None:
-    reason = grid.skip_reason(implementation, batch, DEVICE)
+def skip_if(reason: str | None) -> None:
+    """Raise NotImplementedError(reason) (asv: n/a) unless ``reason`` is None."""
     if reason is not None:
         raise NotImplementedError(reason)
 
 
+def requires_package_step(estimator: str, implementation: str) -> None:
+    """What this commit's package needs for a step: the estimator, and the implementation unless it is Dense."""
+    if implementation != grid.DENSE:
+        requires_estimator(estimator)
+        requires_implementation(implementation)
+
+
 def requires_step(estimator: str, implementation: str, batch: int) -> None:
     """Everything a training step of (estimator, implementation, batch) needs on this machine and commit."""
-    requires_grid_cell(implementation, batch)
-    requires_estimator(estimator)
-    requires_implementation(implementation)
+    skip_if(grid.skip_reason(implementation, batch, DEVICE))
+    requires_package_step(estimator, implementation)
 
 
 def skip_if_out_of_memory(method):
@@ -59,15 +65,24 @@ def skip_if_out_of_memory(method):
 
 
 def requires_reduced_precision_step(estimator: str, implementation: str, batch: int, precision: str) -> None:
-    """``requires_step``, for the pruned reduced-precision grid (``grid.reduced_precision_skip_reason``)."""
-    reason = grid.reduced_precision_skip_reason(estimator, implementation, batch, DEVICE)
-    if reason is not None:
-        raise NotImplementedError(reason)
-    requires_step(estimator, implementation, batch)
+    """``requires_step``, for the pruned reduced-precision grid (``grid.reduced_precision_skip_reason``,
+    which includes ``grid.skip_reason``)."""
+    skip_if(grid.reduced_precision_skip_reason(estimator, implementation, batch, DEVICE))
+    requires_package_step(estimator, implementation)
 
 
 def requires_dense_step(estimator: str | None, implementation: str, batch: int, precision: str) -> None:
     """What the Dense model needs: only its cell of ``grid.DENSE_RUNS_AT`` (it uses no package code but the preset)."""
-    reason = grid.dense_skip_reason(precision, batch, DEVICE)
-    if reason is not None:
-        raise NotImplementedError(reason)
+    skip_if(grid.dense_skip_reason(precision, batch, DEVICE))
+
+
+def requires_eager_step(estimator: str, implementation: str, batch: int, precision: str) -> None:
+    """An eager step's cell of the grid (``grid.eager_skip_reason``) and this commit's package."""
+    skip_if(grid.eager_skip_reason(implementation, batch, DEVICE))
+    requires_package_step(estimator, implementation)
+
+
+def requires_width_step(estimator: str, implementation: str, batch: int, precision: str, width: int) -> None:
+    """A width benchmark's step: CUDA, and this commit's package."""
+    skip_if(grid.width_skip_reason(DEVICE))
+    requires_package_step(estimator, implementation)

@@ -41,9 +41,10 @@ class TrainingStep:
     built in asv's untimed warm-up call, and only for the pass it times.
     """
 
-    def __init__(self, estimator: str, implementation: str, batch: int, precision: str = "fp32"):
+    def __init__(self, estimator: str, implementation: str, batch: int, precision: str = "fp32", width=None):
         self.batch = batch
         self.precision = precision
+        self.width = width  # None: the preset's d_model; else the width benchmark's model (workload.preset_config)
         self.dense = implementation == DENSE
         self.kwargs = {} if self.dense else dict(estimator=estimator, implementation=implementation, seed=SEED)
 
@@ -53,7 +54,7 @@ class TrainingStep:
         return list(self._model().parameters()), tokens(self.batch)
 
     def _model(self):
-        return dense_model() if self.dense else model()
+        return dense_model(self.width) if self.dense else model(self.width)
 
     def loss(self) -> torch.Tensor:
         batch_tokens = self.inputs[1]
@@ -63,6 +64,11 @@ class TrainingStep:
     def gradients(self, loss: torch.Tensor):
         with matmul_precision(self.precision):
             return torch.autograd.grad(loss, self.inputs[0], retain_graph=True)
+
+    def eager(self) -> None:
+        """One step as a training loop runs it: forward and backward launched from Python, then synchronise."""
+        self.gradients(self.loss())
+        synchronize()
 
     @functools.cached_property
     def timer(self):
@@ -142,17 +148,23 @@ class GraphTimer:
         self.backward_graph.replay()
         synchronize()
 
+    def step(self):
+        """The forward's graph, then the backward's: one training step's device time."""
+        self.forward_graph.replay()
+        self.backward_graph.replay()
+        synchronize()
+
 
 @functools.cache
-def training_step(estimator: str, implementation: str, batch: int, precision: str = "fp32") -> TrainingStep:
+def training_step(estimator: str, implementation: str, batch: int, precision: str = "fp32", width=None) -> TrainingStep:
     """One parameter combination's step, built once per process (asv re-runs setup before every call)."""
-    return TrainingStep(estimator, implementation, batch, precision)
+    return TrainingStep(estimator, implementation, batch, precision, width)
 
 
 def peak_memories(combinations, requires=skips.requires_step) -> dict:
     """{combination: peak bytes of one step, or the reason it has none}.
 
-    Each combination is ``TrainingStep``'s arguments, (estimator, implementation, batch[, precision]);
+    Each combination is ``TrainingStep``'s arguments, (estimator, implementation, batch[, precision[, width]]);
     ``requires(*combination)`` raises NotImplementedError for what this machine or commit does not run.
     """
     peaks, warmed_up = {}, False

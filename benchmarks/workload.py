@@ -6,6 +6,7 @@ figure, a test and a live check see the same batches.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
@@ -24,11 +25,15 @@ def random_tokens(config, batch: int, seed: int, device: str | torch.device = "c
     return torch.randint(0, config.vocab_size, (batch, config.seq_len), generator=generator).to(device)
 
 
-def preset_config():
-    """This machine's preset at this commit; NotImplementedError (asv: n/a) where the commit lacks it."""
+def preset_config(width: int | None = None):
+    """This machine's preset at this commit; NotImplementedError (asv: n/a) where the commit lacks it.
+
+    ``width``: the same architecture with d_model = width and d_ff = 4 width (the width benchmark's models).
+    """
     if PRESET not in getattr(estimators, "PRESETS", {}):
         raise NotImplementedError(f"preset {PRESET!r} does not exist at this commit")
-    return estimators.PRESETS[PRESET]
+    config = estimators.PRESETS[PRESET]
+    return config if width is None else dataclasses.replace(config, d_model=width, d_ff=4 * width)
 
 
 def tokens(batch: int) -> torch.Tensor:
@@ -50,8 +55,10 @@ def prebuild_cpu_model() -> None:
 
 
 @functools.cache
-def model():
-    """The preset's model on this machine's device, built once per process (seed 0)."""
+def model(width: int | None = None):
+    """The preset's model (at ``width``, see ``preset_config``) on this machine's device, built once per process."""
+    if width is not None:
+        return estimators.build_model(preset_config(width), device="cpu", seed=0).to(DEVICE)
     built = _build_cpu_model() if _prebuilt_cpu_model is None else _prebuilt_cpu_model
     if isinstance(built, Exception):
         raise NotImplementedError(f"preset {PRESET!r} cannot be built at this commit: {built!r}")
@@ -59,6 +66,6 @@ def model():
 
 
 @functools.cache
-def dense_model():
-    """The preset's architecture without masks (benchmarks/dense.py) on this machine's device."""
-    return build_dense(preset_config(), seed=0).to(DEVICE)
+def dense_model(width: int | None = None):
+    """The preset's architecture (at ``width``) without masks (benchmarks/dense.py) on this machine's device."""
+    return build_dense(preset_config(width), seed=0).to(DEVICE)

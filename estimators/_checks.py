@@ -37,12 +37,26 @@ def check_tau(tau: object) -> float:
     return float(tau)
 
 
-def check_seed(seed: object) -> int:
-    """Return ``seed`` as an int in [0, 2**64) (any integer type, not bool)."""
+def check_seed(seed: object, device: torch.device | None = None) -> int | torch.Tensor:
+    """Return ``seed`` as an int in [0, 2**64) (any integer type, not bool), or keep it in device memory.
+
+    Where ``device`` is a CUDA device, a 0-d int64 tensor on it is returned as
+    it is (its 64 bits are the seed, ``noise.Seed``): the kernels read it when
+    they run, and reading it here would synchronise. A CPU int64 tensor is read
+    as an int, its 64 bits taken as unsigned.
+    """
+    if isinstance(seed, torch.Tensor) and seed.dtype == torch.int64 and seed.dim() == 0:
+        if seed.device.type == "cpu":
+            return int(seed) & (2**64 - 1)
+        if device is None or seed.device != device:
+            raise ValueError(f"a seed tensor must be on the model's device {device}, got {seed.device}")
+        return seed
     try:
         return check_int("seed", seed, 0, 2**64 - 1)
     except (TypeError, ValueError):
-        raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}") from None
+        raise ValueError(
+            f"seed must be an int in [0, 2**64) or a 0-d torch.int64 tensor on the model's device, got {seed!r}"
+        ) from None
 
 
 def check_codebook(codebook: object, num_categories: int) -> tuple[float, ...]:

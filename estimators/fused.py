@@ -86,8 +86,9 @@ class _FusedStochasticLinear(torch.autograd.Function):
         else:
             masks = sampler.draw_index(logits, draw.seed, param_id, draw.samples)
             y = torch.empty(*x.shape[:2], weight.shape[0], dtype=x.dtype, device=x.device)
+            values = codebook.float()
             for rows in _chunks(x.shape[0]):
-                w = (weight * _mask_values(masks[rows], codebook)).to(x.dtype)
+                w = (weight * _mask_values(masks[rows], values)).to(x.dtype)
                 y[rows] = torch.baddbmm(bias.to(x.dtype), x[rows], w.transpose(1, 2))
         ctx.kernels, ctx.codes, ctx.param_id, ctx.draw = kernels, codes, param_id, draw
         ctx.save_for_backward(x, weight, logits, codebook, masks)
@@ -101,13 +102,10 @@ class _FusedStochasticLinear(torch.autograd.Function):
                 "use 'bmm', 'einsum', 'vmap' or 'loop' for second derivatives"
             )
         dy = dy.contiguous()
-        x, weight, logits = ctx.saved_tensors[:3]
         need_x, need_w, need_bias, need_logits = ctx.needs_input_grad[:4]
         backward = _kernel_backward if ctx.kernels is not None else _chunked_backward
         dx, dw, dlogits = backward(ctx, dy, need_x, need_w, need_logits)
-        dbias = dy.sum((0, 1), dtype=torch.float32).to(weight.dtype) if need_bias else None
-        dw = dw.to(weight.dtype) if dw is not None else None
-        dlogits = dlogits.to(logits.dtype) if dlogits is not None else None
+        dbias = dy.sum((0, 1), dtype=torch.float32).to(ctx.saved_tensors[1].dtype) if need_bias else None
         return dx, dw, dbias, dlogits, None, None, None, None
 
 
@@ -116,60 +114,73 @@ def _chunks(batch: int):
 
 
 def _mask_values(index: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """m = D . c in fp32, [B, out, in], from a category index [B, out, in]."""
-    return (F.one_hot(index.long(), codebook.shape[0]).to(torch.float32) * codebook.float()).sum(-1)
+    """m = D . c = c[index], [B, out, in] in the codebook's dtype, from a category index [B, out, in]."""
+    return codebook[index.long()]
 
 
 def _kernel_backward(ctx, dy, need_x, need_w, need_logits):
     x, weight, logits, codebook, bits = ctx.saved_tensors
-    draw, codes, kernels = ctx.draw, ctx.codes, ctx.kernels
-    estimator = ESTIMATOR_FUNCTIONS[draw.estimator]
-    dx = kernels.masked_linear_input_grad(dy, weight, bits, codes, precision=ctx.precision) if need_x else None
+    draw, kernels = ctx.draw, ctx.kernels
+    dx = kernels.masked_linear_input_grad(dy, weight, bits, ctx.codes, precision=ctx.precision) if need_x else None
     if not (need_w or need_logits):
         return dx, None, None
-    gumbel = None
-    if estimator.needs_uniform:
-        gumbel = (logits, noise.param_key(draw.seed, ctx.param_id), draw.samples.start, draw.tau)
-    sum_all, sum_set, sum_alpha = kernels.masked_weight_grad(dy, x, bits, codes, gumbel, precision=ctx.precision)
-    sum_unset = sum_all - sum_set
-    dw = codes[0] * sum_unset + codes[1] * sum_set if need_w else None
-    dlogits = None
-    weight = weight.float()
-    if need_logits and estimator.needs_uniform:
-        d1 = weight * sum_alpha  # K = 2: a_b[0] = -a_b[1] = -alpha_b
-        dlogits = torch.stack((-d1, d1), dim=-1)
-    elif need_logits:
-        categories = torch.eye(2, dtype=torch.float32, device=logits.device).view(2, 1, 1, 2)
-        coefficient = estimator.logit_grad(logits.float(), categories, None, draw.tau, codebook.float())
-        coefficient = coefficient.expand(2, *logits.shape)  # [sampled category, out, in, K], also for ste
-        dlogits = weight.unsqueeze(-1) * (
-            coefficient[0] * sum_unset.unsqueeze(-1) + coefficient[1] * sum_set.unsqueeze(-1)
-        )
+    dw, dlogits = kernels.masked_param_grads(
+        dy,
+        x,
+        bits,
+        ctx.codes,
+        weight,
+        logits,
+        draw.estimator,
+        draw.tau,
+        noise_stream=(draw.seed, ctx.param_id, draw.samples.start),
+        need_weight=need_w,
+        need_logits=need_logits,
+        precision=ctx.precision,
+    )
     return dx, dw, dlogits
 
 
 def _chunked_backward(ctx, dy, need_x, need_w, need_logits):
+    """The torch path (CPU; K > 2 anywhere), a few samples at a time, with G_b = dy_b^T x_b:
+
+    dL/dW = sum_k c_k S_k and, for estimators whose coefficient a_b depends on the
+    sample only through D_b = e_s, dL/dtheta = W * sum_s a(e_s) S_s, where
+    S_s = sum over the samples that drew category s of G_b: K batch sums, not
+    B [out, in, K] coefficients. Estimators that need the noise sum
+    (G_b * W) * a_b sample by sample.
+    """
     x, weight, logits, codebook, index = ctx.saved_tensors
     draw = ctx.draw
     estimator = ESTIMATOR_FUNCTIONS[draw.estimator]
+    categories = logits.shape[-1]
+    per_sample = need_logits and estimator.needs_uniform
     dx = torch.empty_like(x) if need_x else None
-    dw = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
-    dlogits = torch.zeros_like(logits, dtype=torch.float32) if need_logits else None
+    category_sums = torch.zeros(categories, *weight.shape, dtype=torch.float32, device=x.device)
+    dlogits = torch.zeros_like(logits, dtype=torch.float32) if per_sample else None
     logits32, codebook32, weight32 = logits.float(), codebook.float(), weight.float()
     for rows in _chunks(x.shape[0]):
-        one_hot = F.one_hot(index[rows].long(), logits.shape[-1]).to(torch.float32)
-        masks = (one_hot * codebook32).sum(-1)
+        chunk = index[rows].long()
         if need_x:
-            dx[rows] = torch.bmm(dy[rows], (weight32 * masks).to(dy.dtype))
+            dx[rows] = torch.bmm(dy[rows], (weight32 * codebook32[chunk]).to(dy.dtype))
         if not (need_w or need_logits):
             continue
         grad_w = torch.bmm(dy[rows].transpose(1, 2), x[rows]).float()  # G_b
-        if need_w:
-            dw += (grad_w * masks).sum(0)
-        if need_logits:
-            uniform = None
-            if estimator.needs_uniform:
-                uniform = noise.uniform(draw.seed, ctx.param_id, draw.samples[rows], logits.shape, logits.device)
+        category_sums[0] += grad_w.sum(0)  # every sample's, until the other categories are taken out below
+        for k in range(1, categories):
+            category_sums[k] += (grad_w * (chunk == k)).sum(0)
+        if per_sample:
+            one_hot = F.one_hot(chunk, categories).to(torch.float32)
+            uniform = noise.uniform(draw.seed, ctx.param_id, draw.samples[rows], logits.shape, logits.device)
             coefficient = estimator.logit_grad(logits32, one_hot, uniform, draw.tau, codebook32)
             dlogits += ((grad_w * weight32).unsqueeze(-1) * coefficient).sum(0)
-    return dx, dw, dlogits
+    if not (need_w or need_logits):
+        return dx, None, None
+    category_sums[0] -= category_sums[1:].sum(0)
+    dw = torch.tensordot(codebook32, category_sums, dims=1).to(weight.dtype) if need_w else None
+    if need_logits and not per_sample:
+        sampled = torch.eye(categories, dtype=torch.float32, device=x.device).view(categories, 1, 1, categories)
+        coefficient = estimator.logit_grad(logits32, sampled, None, draw.tau, codebook32)  # [s, out, in, K]
+        coefficient = coefficient.expand(categories, *logits.shape)  # also where it does not depend on s
+        dlogits = weight32.unsqueeze(-1) * (coefficient * category_sums.unsqueeze(-1)).sum(0)
+    return dx, dw, (dlogits.to(logits.dtype) if need_logits else None)

@@ -34,12 +34,16 @@ FLOOR = "shared"
 
 @dataclass(frozen=True)
 class MaskDraw:
-    """What one forward pass draws: estimator, temperature, seed and the sample index of each row."""
+    """What one forward pass draws: estimator, temperature, seed and the sample index of each row.
+
+    ``seed`` is a ``noise.Seed``: an int, or an int64 tensor on the device that the kernels read when
+    they run; it must hold its value until the pass's backward has run (the model passes a snapshot).
+    """
 
     estimator: str
     implementation: str
     tau: float
-    seed: int
+    seed: noise.Seed
     samples: range
 
     def index(self, layer) -> torch.Tensor:

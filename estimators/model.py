@@ -84,9 +84,11 @@ class StochasticTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
         self.ln_final = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        # Listed once: the forward checks their logits every call (a plain tuple: not registered twice).
+        self._stochastic = tuple(m for m in self.modules() if isinstance(m, StochasticLinear))
 
     def stochastic_layers(self) -> list[StochasticLinear]:
-        return [m for m in self.modules() if isinstance(m, StochasticLinear)]
+        return list(self._stochastic)
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Deterministic init from ``generator`` (CPU): N(0, 0.02) weights, zero biases, N(0, 1) logits."""
@@ -107,7 +109,7 @@ class StochasticTransformer(nn.Module):
         tokens: torch.Tensor,
         estimator: str,
         implementation: str,
-        seed: int,
+        seed: int | torch.Tensor,
         tau: float = 1.0,
         sample_offset: int = 0,
     ) -> torch.Tensor:
@@ -124,7 +126,11 @@ class StochasticTransformer(nn.Module):
             estimator: one of ``ESTIMATORS``: the gradient estimator of the masks' backward pass.
             implementation: one of ``IMPLEMENTATIONS`` (``"current"`` runs B = 1 only), or ``FLOOR``
                 (``"shared"``: every row uses the first row's mask, the cost floor).
-            seed: an int in [0, 2**64): the noise every mask is drawn from.
+            seed: the noise every mask is drawn from: an int in [0, 2**64), or a 0-d int64 tensor on the
+                model's CUDA device, whose value the kernels read when they run (its 64 bits are the seed).
+                A CUDA graph captured with a tensor seed draws the masks of the seed's current value at each
+                replay (see "Device speed in your own loop" in the README); the forward pass snapshots the
+                value, so changing the tensor afterwards does not change this pass's backward.
             tau: the estimator's temperature, a finite number > 0.
             sample_offset: the sample index of row 0, an int in [0, 2**32 - B].
 
@@ -141,16 +147,18 @@ class StochasticTransformer(nn.Module):
         _checks.check_choice("estimator", estimator, ESTIMATORS)
         _checks.check_choice("implementation", implementation, IMPLEMENTATIONS + (FLOOR,))
         tau = _checks.check_tau(tau)
-        seed = _checks.check_seed(seed)
-        _checks.check_tokens(tokens, self.config.vocab_size, self.config.seq_len, self.token_embedding.weight.device)
+        device = self.token_embedding.weight.device
+        seed = _checks.check_seed(seed, device)
+        if isinstance(seed, torch.Tensor):
+            seed = seed.clone()  # this pass's value: the backward recomputes noise from it
+        _checks.check_tokens(tokens, self.config.vocab_size, self.config.seq_len, device)
         batch, time = tokens.shape
         try:
             sample_offset = _checks.check_int("sample_offset", sample_offset, 0, 2**32 - batch)
         except (TypeError, ValueError):
             raise ValueError(f"sample_offset must be an int in [0, 2**32 - batch], got {sample_offset!r}") from None
         implementations.check_batch(implementation, batch)
-        layers = self.stochastic_layers()
-        _checks.check_step_values(tokens, self.config.vocab_size, [layer.logits for layer in layers], tau)
+        _checks.check_step_values(tokens, self.config.vocab_size, [layer.logits for layer in self._stochastic], tau)
 
         draw = MaskDraw(estimator, implementation, tau, seed, range(sample_offset, sample_offset + batch))
         positions = torch.arange(time, device=tokens.device)

@@ -97,8 +97,21 @@ def _uniform_numpy(keys: np.ndarray, numel: int) -> np.ndarray:
     return out
 
 
+Seed = int | torch.Tensor
+"""A seed: an int in [0, 2**64), or a 0-d int64 tensor whose 64 bits are the seed (two's complement:
+seed - 2**64 for seeds of 2**63 and above). On a CUDA device, the Triton kernels read a tensor seed's
+value when they run, so a CUDA graph captured with it draws new noise after ``seed.add_(1)``."""
+
+
+def seed_value(seed: Seed) -> int:
+    """A seed as an int in [0, 2**64) (a tensor seed's value: a device synchronisation on CUDA)."""
+    if isinstance(seed, torch.Tensor):
+        return int(seed.item()) & (2**64 - 1)
+    return seed
+
+
 def uniform(
-    seed: int,
+    seed: Seed,
     param: int,
     samples: Sequence[int],
     shape: Sequence[int],
@@ -108,8 +121,10 @@ def uniform(
 
     Row ``i`` is the noise of sample ``samples[i]``; it depends only on
     (seed, param, samples[i], element index), never on the other rows.
+    ``seed`` is a ``Seed``: an int, or an int64 tensor (read on the device where the kernels run).
     """
-    _checks.check_seed(seed)
+    if not isinstance(seed, torch.Tensor):
+        _checks.check_seed(seed)
     samples = list(samples)
     if not 0 <= param <= MASK32 or any(not 0 <= s <= MASK32 for s in samples):
         raise ValueError("param and sample indices must lie in [0, 2**32)")
@@ -118,9 +133,10 @@ def uniform(
         raise ValueError(f"a parameter of {numel} elements exceeds the 2**32 element counter")
     kernels = _backend.triton_kernels(device)
     if kernels is not None:
-        key = param_key(seed, param)
-        return over_runs(samples, lambda run: kernels.uniform(key, run, numel, device)).view(len(samples), *shape)
-    keys = sample_keys(seed, param, samples)
+        return over_runs(samples, lambda run: kernels.uniform(seed, param, run, numel, device)).view(
+            len(samples), *shape
+        )
+    keys = sample_keys(seed_value(seed), param, samples)
     return torch.from_numpy(_uniform_numpy(keys, numel)).view(len(samples), *shape).to(device)
 
 

@@ -20,18 +20,20 @@ from . import _backend, noise
 from .gradients import sample_index
 
 
-def draw_index(logits: torch.Tensor, seed: int, param: int, samples: Sequence[int]) -> torch.Tensor:
-    """Category index of every weight for each sample: uint8 [len(samples), *logits.shape[:-1]]."""
+def draw_index(logits: torch.Tensor, seed: noise.Seed, param: int, samples: Sequence[int]) -> torch.Tensor:
+    """Category index of every weight for each sample: uint8 [len(samples), *logits.shape[:-1]].
+
+    ``seed``: an int, or an int64 tensor on the logits' device (``noise.Seed``).
+    """
     logits = logits.detach()
     kernels = _backend.triton_kernels(logits.device)
     if kernels is not None:
-        key = noise.param_key(seed, param)
-        return noise.over_runs(samples, lambda run: kernels.sample_index(logits, key, run))
+        return noise.over_runs(samples, lambda run: kernels.sample_index(logits, seed, param, run))
     uniform = noise.uniform(seed, param, samples, logits.shape, logits.device)
     return sample_index(logits, uniform).to(torch.uint8)
 
 
-def draw_bits(logits: torch.Tensor, seed: int, param: int, samples: Sequence[int]) -> torch.Tensor:
+def draw_bits(logits: torch.Tensor, seed: noise.Seed, param: int, samples: Sequence[int]) -> torch.Tensor:
     """For K = 2: the index bits packed 8 to a byte, uint8 [len(samples), ceil(W / 8)].
 
     W = out * in; bit j of byte i holds weight 8 i + j (flat, row-major).
@@ -41,8 +43,7 @@ def draw_bits(logits: torch.Tensor, seed: int, param: int, samples: Sequence[int
     logits = logits.detach()
     kernels = _backend.triton_kernels(logits.device)
     if kernels is not None:
-        key = noise.param_key(seed, param)
-        return noise.over_runs(samples, lambda run: kernels.sample_bits(logits, key, run))
+        return noise.over_runs(samples, lambda run: kernels.sample_bits(logits, seed, param, run))
     return pack_bits(draw_index(logits, seed, param, samples))
 
 

@@ -24,9 +24,15 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from . import noise
 from ._backend import INTERPRETED
 
 _INTERPRETED = tl.constexpr(INTERPRETED)
+# The estimators _param_grads_kernel computes, as compile-time codes (``ESTIMATOR_CODES`` maps the names).
+STRAIGHT_THROUGH = tl.constexpr(0)
+REINMAX = tl.constexpr(1)
+GUMBEL_SOFTMAX = tl.constexpr(2)
+ESTIMATOR_CODES = {"ste": 0, "reinmax": 1, "gumbel": 2}
 
 
 @triton.jit
@@ -67,6 +73,20 @@ def _absorb(key, value):
 
 
 @triton.jit
+def _param_key(seed_ptr, key, SEED_ON_DEVICE: tl.constexpr):
+    """The parameter's 32-bit key (``noise.param_key``): ``key`` itself, computed on the host, or, where the
+    seed lives in device memory (an int64 at ``seed_ptr``, its 64 bits the seed), computed here from the
+    seed and the parameter index ``key``, so a captured CUDA graph reads the seed's value at each replay."""
+    if SEED_ON_DEVICE:
+        seed = tl.load(seed_ptr)
+        zero = tl.full((), 0, tl.uint32)
+        low = _absorb(zero, seed.to(tl.uint32))  # int64 -> uint32 keeps the low 32 bits
+        return _absorb(_absorb(low, (seed >> 32).to(tl.uint32)), tl.cast(key, tl.uint32))
+    else:
+        return tl.cast(key, tl.uint32)
+
+
+@triton.jit
 def _sample_keys(param_key, first_sample, b):
     """Keys (ka, kb) of sample first_sample + b, as ``noise.sample_keys``."""
     ka = _absorb(tl.cast(param_key, tl.uint32), tl.cast(first_sample, tl.uint32) + tl.cast(b, tl.uint32))
@@ -88,28 +108,48 @@ def _gumbel_argmax(logits_ptr, weight, ka, kb, mask, K: tl.constexpr):
 
 
 @triton.jit
-def _uniform_kernel(param_key, first_sample, out_ptr, numel, BLOCK: tl.constexpr):
+def _uniform_kernel(seed_ptr, key, first_sample, out_ptr, numel, SEED_ON_DEVICE: tl.constexpr, BLOCK: tl.constexpr):
     b = tl.program_id(1)
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ka, kb = _sample_keys(param_key, first_sample, b)
+    ka, kb = _sample_keys(_param_key(seed_ptr, key, SEED_ON_DEVICE), first_sample, b)
     tl.store(out_ptr + b.to(tl.int64) * numel + offs, _uniform(offs.to(tl.uint32), ka, kb), mask=offs < numel)
 
 
 @triton.jit
-def _sample_index_kernel(logits_ptr, param_key, first_sample, out_ptr, n_weights, K: tl.constexpr, BLOCK: tl.constexpr):
+def _sample_index_kernel(
+    logits_ptr,
+    seed_ptr,
+    key,
+    first_sample,
+    out_ptr,
+    n_weights,
+    K: tl.constexpr,
+    SEED_ON_DEVICE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     b = tl.program_id(1)
     weight = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = weight < n_weights
-    ka, kb = _sample_keys(param_key, first_sample, b)
+    ka, kb = _sample_keys(_param_key(seed_ptr, key, SEED_ON_DEVICE), first_sample, b)
     arg = _gumbel_argmax(logits_ptr, weight, ka, kb, mask, K)
     tl.store(out_ptr + b.to(tl.int64) * n_weights + weight, arg.to(tl.uint8), mask=mask)
 
 
 @triton.jit
-def _sample_bits_kernel(logits_ptr, param_key, first_sample, out_ptr, n_weights, n_bytes, BLOCK: tl.constexpr):
+def _sample_bits_kernel(
+    logits_ptr,
+    seed_ptr,
+    key,
+    first_sample,
+    out_ptr,
+    n_weights,
+    n_bytes,
+    SEED_ON_DEVICE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     b = tl.program_id(1)
     byte = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ka, kb = _sample_keys(param_key, first_sample, b)
+    ka, kb = _sample_keys(_param_key(seed_ptr, key, SEED_ON_DEVICE), first_sample, b)
     packed = tl.zeros((BLOCK,), tl.int32)
     for j in tl.static_range(8):
         weight = byte * 8 + j
@@ -196,8 +236,9 @@ def _masked_weight_grad_kernel(
     mask_bits_ptr,  # uint8 [batch, mask_bytes]: sample b's K = 2 mask bits
     logits_ptr,  # [out_features, in_features, 2] (read only when GUMBEL)
     out_ptr,  # fp32 [splits, 3, out_features, in_features]: the partial sums, one plane each
-    # The noise of sample first_sample + b (GUMBEL only).
-    param_key,
+    # The noise of sample first_sample + b (GUMBEL only): see _param_key.
+    seed_ptr,
+    key,
     first_sample,
     # Sizes.
     batch,
@@ -219,6 +260,7 @@ def _masked_weight_grad_kernel(
     code1,
     # Compile-time switches and tiles.
     GUMBEL: tl.constexpr,
+    SEED_ON_DEVICE: tl.constexpr,
     BLOCK_O: tl.constexpr,
     BLOCK_I: tl.constexpr,
     BLOCK_T: tl.constexpr,
@@ -237,6 +279,7 @@ def _masked_weight_grad_kernel(
     tile_mask = (offs_o[:, None] < out_features) & (offs_i[None, :] < in_features)
     weight = offs_o[:, None] * in_features + offs_i[None, :]
     if GUMBEL:
+        param_key = _param_key(seed_ptr, key, SEED_ON_DEVICE)
         theta0 = tl.load(logits_ptr + 2 * weight, mask=tile_mask, other=0.0)
         theta1 = tl.load(logits_ptr + 2 * weight + 1, mask=tile_mask, other=0.0)
     sum_all = tl.zeros((BLOCK_O, BLOCK_I), dtype=tl.float32)
@@ -278,10 +321,79 @@ def _masked_weight_grad_kernel(
         tl.store(out + 2 * plane, sum_alpha, mask=tile_mask)
 
 
+@triton.jit
+def _param_grads_kernel(
+    # Operands. Shapes in [brackets].
+    partial_ptr,  # fp32 [splits, 3, n_weights]: _masked_weight_grad_kernel's partial sums
+    weight_ptr,  # [out_features, in_features] (read only when HAS_DLOGITS)
+    logits_ptr,  # [out_features, in_features, 2] (read only for STE and REINMAX)
+    dw_ptr,  # [out_features, in_features]: dL/dW, stored in W's dtype (when HAS_DW)
+    dlogits_ptr,  # [out_features, in_features, 2]: dL/dtheta, stored in the logits' dtype (when HAS_DLOGITS)
+    # Sizes.
+    n_weights,
+    splits,
+    # Scalars of the estimator and the codebook.
+    inv_tau,
+    code0,
+    code1,
+    # Compile-time switches and the block.
+    ESTIMATOR: tl.constexpr,
+    HAS_DW: tl.constexpr,
+    HAS_DLOGITS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """The weight and logit gradients of a K = 2 layer from the batch sums, elementwise over the weights.
+
+    With S = sum_b G_b, S1 = sum_b G_b * bit_b, S0 = S - S1 and d = c1 - c0:
+    dL/dW = c0 S0 + c1 S1, and dL/dtheta_1 = -dL/dtheta_0 = W * A, where A is,
+    for ste (p = softmax(theta / tau)): p0 p1 d / tau * S;
+    for reinmax (r = softmax(theta)): sum over the sampled category s of
+    (2 q0(s) q1(s) - r0 r1 / 2) d * S_s, with q(1) = (p0 / 2, (1 + p1) / 2) and
+    q(0) = ((1 + p0) / 2, p1 / 2), i.e. pi1 = (p + D) / 2;
+    for gumbel: the batch sum of G_b * alpha_b, the third partial sum.
+    These are ``gradients``' formulas for K = 2, where J(pi) c = pi0 pi1 d (-1, 1).
+    """
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n_weights
+    sum_all = tl.zeros((BLOCK,), tl.float32)
+    sum_set = tl.zeros((BLOCK,), tl.float32)
+    sum_alpha = tl.zeros((BLOCK,), tl.float32)
+    for split in range(splits):
+        base = partial_ptr + tl.cast(split, tl.int64) * 3 * n_weights + offs
+        sum_all += tl.load(base, mask=mask, other=0.0)
+        sum_set += tl.load(base + n_weights, mask=mask, other=0.0)
+        if ESTIMATOR == GUMBEL_SOFTMAX:
+            sum_alpha += tl.load(base + 2 * n_weights, mask=mask, other=0.0)
+    sum_unset = sum_all - sum_set
+    if HAS_DW:
+        tl.store(dw_ptr + offs, code0 * sum_unset + code1 * sum_set, mask=mask)
+    if HAS_DLOGITS:
+        w = tl.load(weight_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if ESTIMATOR == GUMBEL_SOFTMAX:
+            d1 = w * sum_alpha
+        else:
+            theta0 = tl.load(logits_ptr + 2 * offs, mask=mask, other=0.0).to(tl.float32)
+            theta1 = tl.load(logits_ptr + 2 * offs + 1, mask=mask, other=0.0).to(tl.float32)
+            gap = code1 - code0
+            p1 = tl.sigmoid((theta1 - theta0) * inv_tau)
+            p0 = tl.sigmoid((theta0 - theta1) * inv_tau)
+            if ESTIMATOR == STRAIGHT_THROUGH:
+                d1 = w * (p0 * p1 * gap * inv_tau) * sum_all
+            else:
+                r1 = tl.sigmoid(theta1 - theta0)
+                first_order = 0.5 * r1 * tl.sigmoid(theta0 - theta1) * gap
+                coefficient_set = 0.5 * p0 * (1.0 + p1) * gap - first_order
+                coefficient_unset = 0.5 * (1.0 + p0) * p1 * gap - first_order
+                d1 = w * (coefficient_unset * sum_unset + coefficient_set * sum_set)
+        tl.store(dlogits_ptr + 2 * offs, -d1, mask=mask)
+        tl.store(dlogits_ptr + 2 * offs + 1, d1, mask=mask)
+
+
 # Tile configurations and dot precision: the defaults of the launchers below, chosen by sweeps at the
 # seed preset's shapes (python -m tools.probes.profile_gpu --sweep fp32 bf16 passes others): fp32 on an
 # H100, 16-bit activations on an H200 (batch 16 and 64; docs/PERFORMANCE.md).
 SAMPLER_BLOCK = 1024
+EPILOGUE_BLOCK = 1024
 MATMUL_TILES = {"BLOCK_T": 128, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 8}
 MATMUL_TILES_16BIT = {"BLOCK_T": 128, "BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 4}
 WEIGHT_GRAD_TILES = {"BLOCK_O": 32, "BLOCK_I": 64, "BLOCK_T": 32, "num_warps": 4}
@@ -290,34 +402,66 @@ TARGET_PROGRAMS = 264  # the weight gradient splits the batch until two waves of
 DOT_PRECISION = "tf32x3"  # see the module docstring; "ieee" is 4x slower at the same accuracy
 
 
-def uniform(param_key: int, samples: range, numel: int, device) -> torch.Tensor:
-    """float32 [len(samples), numel]: ``noise.uniform`` of consecutive ``samples``, computed on ``device``."""
+def _seed_arguments(seed, param: int, placeholder: torch.Tensor) -> tuple:
+    """The kernels' (seed_ptr, key, SEED_ON_DEVICE) for ``seed``, an int or an int64 tensor on the device
+    (see ``_param_key``); ``placeholder`` fills the unused pointer."""
+    if isinstance(seed, torch.Tensor):
+        return seed, param, True
+    return placeholder, noise.param_key(seed, param), False
+
+
+def uniform(seed, param: int, samples: range, numel: int, device) -> torch.Tensor:
+    """float32 [len(samples), numel]: ``noise.uniform`` of consecutive ``samples``, computed on ``device``.
+
+    ``seed`` is an int, or an int64 tensor on ``device`` read by the kernel (a CUDA graph replays its value).
+    """
     out = torch.empty(len(samples), numel, dtype=torch.float32, device=device)
     grid = (triton.cdiv(numel, SAMPLER_BLOCK), len(samples))
-    _uniform_kernel[grid](param_key, samples.start, out, numel, BLOCK=SAMPLER_BLOCK)
+    seed_ptr, key, on_device = _seed_arguments(seed, param, out)
+    _uniform_kernel[grid](seed_ptr, key, samples.start, out, numel, SEED_ON_DEVICE=on_device, BLOCK=SAMPLER_BLOCK)
     return out
 
 
-def sample_index(logits: torch.Tensor, param_key: int, samples: range) -> torch.Tensor:
-    """uint8 [B, *logits.shape[:-1]]: the Gumbel-max category of every weight for each sample."""
+def sample_index(logits: torch.Tensor, seed, param: int, samples: range) -> torch.Tensor:
+    """uint8 [B, *logits.shape[:-1]]: the Gumbel-max category of every weight for each sample (seed: as ``uniform``)."""
     logits = logits.contiguous()
     n_weights = logits.numel() // logits.shape[-1]
     out = torch.empty(len(samples), *logits.shape[:-1], dtype=torch.uint8, device=logits.device)
     grid = (triton.cdiv(n_weights, SAMPLER_BLOCK), len(samples))
+    seed_ptr, key, on_device = _seed_arguments(seed, param, logits)
     _sample_index_kernel[grid](
-        logits, param_key, samples.start, out, n_weights, K=logits.shape[-1], BLOCK=SAMPLER_BLOCK
+        logits,
+        seed_ptr,
+        key,
+        samples.start,
+        out,
+        n_weights,
+        K=logits.shape[-1],
+        SEED_ON_DEVICE=on_device,
+        BLOCK=SAMPLER_BLOCK,
     )
     return out
 
 
-def sample_bits(logits: torch.Tensor, param_key: int, samples: range) -> torch.Tensor:
-    """uint8 [B, ceil(W / 8)]: the K = 2 sample packed as bits (``sampler.draw_bits``'s layout)."""
+def sample_bits(logits: torch.Tensor, seed, param: int, samples: range) -> torch.Tensor:
+    """uint8 [B, ceil(W / 8)]: the K = 2 sample packed as bits (``sampler.draw_bits``' layout); seed: as ``uniform``."""
     logits = logits.contiguous()
     n_weights = logits.numel() // 2
     mask_bytes = triton.cdiv(n_weights, 8)
     out = torch.empty(len(samples), mask_bytes, dtype=torch.uint8, device=logits.device)
     grid = (triton.cdiv(mask_bytes, SAMPLER_BLOCK // 8), len(samples))
-    _sample_bits_kernel[grid](logits, param_key, samples.start, out, n_weights, mask_bytes, BLOCK=SAMPLER_BLOCK // 8)
+    seed_ptr, key, on_device = _seed_arguments(seed, param, logits)
+    _sample_bits_kernel[grid](
+        logits,
+        seed_ptr,
+        key,
+        samples.start,
+        out,
+        n_weights,
+        mask_bytes,
+        SEED_ON_DEVICE=on_device,
+        BLOCK=SAMPLER_BLOCK // 8,
+    )
     return out
 
 
@@ -379,28 +523,8 @@ def masked_linear_input_grad(dy, weight, mask_bits, codes, tiles=None, precision
     return _masked_matmul(dy, weight.contiguous(), mask_bits, codes, None, True, tiles, precision)
 
 
-def masked_weight_grad(
-    dy, x, mask_bits, codes, gumbel=None, tiles=None, precision=DOT_PRECISION, target_programs=TARGET_PROGRAMS
-):
-    """Sums over the batch of G_b = dy_b^T x_b, unmasked and masked: what the weight and logit gradients need.
-
-    The batch is split into groups of samples reduced by separate programs
-    (until about ``target_programs`` run), so the partial sums take
-    3 * splits * out * in floats, whatever the batch size.
-
-    Args:
-        dy: ``[B, T, out]``.
-        x: ``[B, T, in]``.
-        mask_bits, codes: as ``masked_linear``.
-        gumbel: None, or (logits ``[out, in, 2]``, param_key, first_sample, tau) to also sum the
-            straight-through Gumbel-softmax coefficient alpha_b = y0 y1 (c1 - c0) / tau with
-            y = softmax((theta + G(U_b)) / tau), the noise recomputed from its counter-based hash.
-        tiles: ``WEIGHT_GRAD_TILES``' keys; None: ``WEIGHT_GRAD_TILES`` for fp32 activations,
-            ``WEIGHT_GRAD_TILES_16BIT`` for bf16 and fp16. precision: as ``masked_linear``.
-
-    Returns:
-        (sum_b G_b, sum_b G_b * bit_b, sum_b G_b * alpha_b or None), fp32 ``[out, in]`` each.
-    """
+def _weight_grad_partials(dy, x, mask_bits, codes, gumbel, tiles, precision, target_programs) -> torch.Tensor:
+    """fp32 [splits, 3, out, in]: the partial sums of ``masked_weight_grad``, one group of samples a split."""
     tiles = tiles or _tiles_for(dy.dtype, WEIGHT_GRAD_TILES, WEIGHT_GRAD_TILES_16BIT)
     batch, time, out_features = dy.shape
     in_features = x.shape[2]
@@ -410,10 +534,11 @@ def masked_weight_grad(
     splits = triton.cdiv(batch, per_split)
     partial = torch.empty(splits, 3, out_features, in_features, dtype=torch.float32, device=dy.device)
     if gumbel is None:
-        logits, key, first_sample, inv_tau = dy, 0, 0, 1.0  # placeholders: read only for Gumbel
+        logits, seed, param, first_sample, inv_tau = dy, 0, 0, 0, 1.0  # placeholders: read only for Gumbel
     else:
-        logits, key, first_sample, tau = gumbel
+        logits, seed, param, first_sample, tau = gumbel
         logits, inv_tau = logits.contiguous(), 1.0 / tau
+    seed_ptr, key, on_device = _seed_arguments(seed, param, logits)
     grid = (triton.cdiv(out_features, tiles["BLOCK_O"]), triton.cdiv(in_features, tiles["BLOCK_I"]), splits)
     _masked_weight_grad_kernel[grid](
         dy,
@@ -421,6 +546,7 @@ def masked_weight_grad(
         mask_bits,
         logits,
         partial,
+        seed_ptr,
         key,
         first_sample,
         batch,
@@ -434,8 +560,87 @@ def masked_weight_grad(
         inv_tau,
         *codes,
         GUMBEL=gumbel is not None,
+        SEED_ON_DEVICE=on_device,
         PRECISION=precision,
         **tiles,
     )
-    sums = partial.sum(0)
+    return partial
+
+
+def masked_weight_grad(
+    dy, x, mask_bits, codes, gumbel=None, tiles=None, precision=DOT_PRECISION, target_programs=TARGET_PROGRAMS
+):
+    """Sums over the batch of G_b = dy_b^T x_b, unmasked and masked: what the weight and logit gradients need.
+
+    The batch is split into groups of samples reduced by separate programs
+    (until about ``target_programs`` run), so the partial sums take
+    3 * splits * out * in floats, whatever the batch size.
+
+    Args:
+        dy: ``[B, T, out]``.
+        x: ``[B, T, in]``.
+        mask_bits, codes: as ``masked_linear``.
+        gumbel: None, or (logits ``[out, in, 2]``, seed, param, first_sample, tau) to also sum the
+            straight-through Gumbel-softmax coefficient alpha_b = y0 y1 (c1 - c0) / tau with
+            y = softmax((theta + G(U_b)) / tau), the noise recomputed from its counter-based hash
+            (seed: as ``uniform``).
+        tiles: ``WEIGHT_GRAD_TILES``' keys; None: ``WEIGHT_GRAD_TILES`` for fp32 activations,
+            ``WEIGHT_GRAD_TILES_16BIT`` for bf16 and fp16. precision: as ``masked_linear``.
+
+    Returns:
+        (sum_b G_b, sum_b G_b * bit_b, sum_b G_b * alpha_b or None), fp32 ``[out, in]`` each.
+    """
+    sums = _weight_grad_partials(dy, x, mask_bits, codes, gumbel, tiles, precision, target_programs).sum(0)
     return sums[0], sums[1], (sums[2] if gumbel is not None else None)
+
+
+def masked_param_grads(
+    dy,
+    x,
+    mask_bits,
+    codes,
+    weight,
+    logits,
+    estimator: str,
+    tau: float,
+    noise_stream: tuple = (0, 0, 0),
+    need_weight: bool = True,
+    need_logits: bool = True,
+    tiles=None,
+    precision=DOT_PRECISION,
+    target_programs=TARGET_PROGRAMS,
+):
+    """dL/dW and dL/dtheta of a fused K = 2 layer in two launches: the batch sums, then ``_param_grads_kernel``.
+
+    Args:
+        dy, x, mask_bits, codes: as ``masked_weight_grad``.
+        weight: W ``[out, in]``; logits: theta ``[out, in, 2]``.
+        estimator: a name in ``ESTIMATOR_CODES``; tau: its temperature.
+        noise_stream: (seed, param, first_sample) of the masks' noise (Gumbel-softmax recomputes it).
+        need_weight, need_logits: which gradients to compute.
+        tiles, precision, target_programs: as ``masked_weight_grad``.
+
+    Returns:
+        (dL/dW in W's dtype or None, dL/dtheta in the logits' dtype or None).
+    """
+    gumbel = (logits, *noise_stream, tau) if estimator == "gumbel" else None
+    partial = _weight_grad_partials(dy, x, mask_bits, codes, gumbel, tiles, precision, target_programs)
+    dw = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else None
+    dlogits = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_logits else None
+    n_weights = weight.numel()
+    _param_grads_kernel[(triton.cdiv(n_weights, EPILOGUE_BLOCK),)](
+        partial,
+        weight.contiguous(),
+        logits.contiguous(),
+        dw if need_weight else partial,
+        dlogits if need_logits else partial,
+        n_weights,
+        partial.shape[0],
+        1.0 / tau,
+        *codes,
+        ESTIMATOR=ESTIMATOR_CODES[estimator],
+        HAS_DW=need_weight,
+        HAS_DLOGITS=need_logits,
+        BLOCK=EPILOGUE_BLOCK,
+    )
+    return dw, dlogits

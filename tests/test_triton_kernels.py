@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from estimators import _backend, noise, sampler
-from estimators.gradients import sample_index
+from estimators.gradients import ESTIMATOR_FUNCTIONS, sample_index
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -52,12 +52,19 @@ def _kernels():
     return _backend.triton_kernels(KERNEL_DEVICE)
 
 
+def _device_seed(seed: int) -> torch.Tensor:
+    """A seed held in device memory: an int64 tensor whose 64 bits are the seed."""
+    return torch.tensor(seed - 2**64 if seed >= 2**63 else seed, dtype=torch.int64, device=KERNEL_DEVICE)
+
+
 @needs_kernels
-def test_kernel_uniform_is_bit_identical_to_numpy():
+@pytest.mark.parametrize("seed", [5, 2**63 + 2**40 + 7])
+def test_kernel_uniform_is_bit_identical_to_numpy(seed):
     for samples in (range(0, 3), range(2**31 + 5, 2**31 + 7)):  # sample indices past int32 too
-        keys = noise.sample_keys(5, 3, samples)
-        got = _kernels().uniform(noise.param_key(5, 3), samples, 5000, KERNEL_DEVICE).cpu()
-        assert torch.equal(got, torch.from_numpy(noise._uniform_numpy(keys, 5000)))
+        want = torch.from_numpy(noise._uniform_numpy(noise.sample_keys(seed, 3, samples), 5000))
+        assert torch.equal(_kernels().uniform(seed, 3, samples, 5000, KERNEL_DEVICE).cpu(), want)
+        # A seed in device memory: the kernel derives the parameter's key from it, to the same bits.
+        assert torch.equal(_kernels().uniform(_device_seed(seed), 3, samples, 5000, KERNEL_DEVICE).cpu(), want)
 
 
 @needs_kernels
@@ -72,12 +79,14 @@ def test_kernel_uniform_of_scattered_samples():
 def test_kernel_sampler_is_gumbel_argmax(k):
     logits = torch.randn(37, 29, k, generator=torch.Generator().manual_seed(k))
     keys = noise.sample_keys(1, 2, range(3))
-    got = _kernels().sample_index(logits.to(KERNEL_DEVICE), noise.param_key(1, 2), range(3)).cpu()
+    got = _kernels().sample_index(logits.to(KERNEL_DEVICE), 1, 2, range(3)).cpu()
     want = sample_index(logits, torch.from_numpy(noise._uniform_numpy(keys, logits.numel())).view(3, *logits.shape))
     assert (got.long() != want).float().mean() < 1e-4  # ties to the last float32 bit aside
+    assert torch.equal(_kernels().sample_index(logits.to(KERNEL_DEVICE), _device_seed(1), 2, range(3)).cpu(), got)
     if k == 2:
-        bits = _kernels().sample_bits(logits.to(KERNEL_DEVICE), noise.param_key(1, 2), range(3))
-        assert torch.equal(sampler.unpack_bits(bits, logits.shape[:-1]).cpu(), got)
+        for seed in (1, _device_seed(1)):
+            bits = _kernels().sample_bits(logits.to(KERNEL_DEVICE), seed, 2, range(3))
+            assert torch.equal(sampler.unpack_bits(bits, logits.shape[:-1]).cpu(), got)
 
 
 def _problem(batch=3, time=37, d_in=45, d_out=29, seed=0):
@@ -112,7 +121,7 @@ def test_kernel_masked_weight_grad(batch, gumbel):
     codes = (0.25, 1.0)
     keys = noise.sample_keys(4, 1, range(batch))
     dev = lambda t: t.to(KERNEL_DEVICE)  # noqa: E731
-    extra = (dev(logits), noise.param_key(4, 1), 0, 0.7) if gumbel else None
+    extra = (dev(logits), 4, 1, 0, 0.7) if gumbel else None
     total, selected, alpha = (
         None if t is None else t.cpu()
         for t in _kernels().masked_weight_grad(
@@ -129,6 +138,52 @@ def test_kernel_masked_weight_grad(batch, gumbel):
         assert torch.allclose(alpha, want, rtol=1e-4, atol=1e-5)
     else:
         assert alpha is None
+
+
+@needs_kernels
+@pytest.mark.parametrize("estimator", ["ste", "reinmax", "gumbel"])
+@pytest.mark.parametrize("batch", [1, 13])
+@pytest.mark.parametrize("device_seed", [False, True], ids=["int_seed", "device_seed"])
+def test_kernel_param_grads_are_the_estimators_formulas(estimator, batch, device_seed):
+    """dL/dW and dL/dtheta from the kernels against the estimator's own logit_grad, sample by sample."""
+    x, weight, bias, logits, dy, index = _problem(batch=batch, time=9, d_in=16, d_out=8)
+    codes, tau = (0.25, 1.0), 0.7
+    dev = lambda t: t.to(KERNEL_DEVICE)  # noqa: E731
+    seed = _device_seed(4) if device_seed else 4
+    dw, dlogits = _kernels().masked_param_grads(
+        dev(dy),
+        dev(x),
+        sampler.pack_bits(index).to(KERNEL_DEVICE),
+        codes,
+        dev(weight),
+        dev(logits),
+        estimator,
+        tau,
+        noise_stream=(seed, 1, 0),
+    )
+    per_sample = torch.bmm(dy.transpose(1, 2), x)
+    masks = torch.tensor(codes)[index.long()]
+    uniform = torch.from_numpy(noise._uniform_numpy(noise.sample_keys(4, 1, range(batch)), logits.numel()))
+    one_hot = torch.nn.functional.one_hot(index.long(), 2).float()
+    coefficient = ESTIMATOR_FUNCTIONS[estimator].logit_grad(
+        logits, one_hot, uniform.view(batch, *logits.shape), tau, torch.tensor(codes)
+    )
+    want_dlogits = ((per_sample * weight).unsqueeze(-1) * coefficient).sum(0)
+    assert torch.allclose(dw.cpu(), (per_sample * masks).sum(0), rtol=1e-4, atol=1e-4)
+    assert torch.allclose(dlogits.cpu(), want_dlogits, rtol=1e-4, atol=1e-4)
+    only_logits = _kernels().masked_param_grads(
+        dev(dy),
+        dev(x),
+        sampler.pack_bits(index).to(KERNEL_DEVICE),
+        codes,
+        dev(weight),
+        dev(logits),
+        estimator,
+        tau,
+        noise_stream=(seed, 1, 0),
+        need_weight=False,
+    )
+    assert only_logits[0] is None and torch.equal(only_logits[1], dlogits)
 
 
 @needs_kernels

@@ -1,0 +1,132 @@
+"""What an eager training step costs the host: kernel launches and host time per step, on a GPU.
+
+For each precision, implementation and batch: the eager step's wall time
+(forward and backward launched from Python, then a synchronisation; the
+suite's ``EagerStep``), the host's share of it (the time until the step's
+Python returns, started on an idle device), and the CUDA kernel launches per
+step counted by torch.profiler; for ``fused``, the eager step again with the
+forward's value checks (``_checks.check_step_values``, one synchronisation)
+switched off, which says what that synchronisation costs a loop. Uses only
+the package's public API and ``benchmarks.dense``, so it also measures an
+older checkout (run it from that checkout's root with PYTHONPATH=.):
+
+    python tools/probes/host_cost.py --out $OUT/host-new.json
+    (cd old-checkout && PYTHONPATH=. python /path/to/tools/probes/host_cost.py --out $OUT/host-old.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import estimators
+from benchmarks.dense import build_dense
+
+LAUNCHES = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx"}
+
+
+def make_step(implementation: str, batch: int, precision: str):
+    config = estimators.PRESETS["seed"]
+    tokens = torch.randint(0, config.vocab_size, (batch, config.seq_len), device="cuda")
+    if implementation == "dense":
+        model = build_dense(config).cuda()
+        forward = lambda: model(tokens)  # noqa: E731
+    else:
+        model = estimators.build_model("seed", device="cuda")
+        forward = lambda: model(tokens, estimator="ste", implementation=implementation, seed=1234)  # noqa: E731
+    parameters = list(model.parameters())
+    autocast = precision == "bf16"
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            loss = estimators.next_token_loss(forward(), tokens)
+        torch.autograd.grad(loss, parameters)
+
+    return step
+
+
+def median_ms(run, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - started) * 1e3)
+    return statistics.median(times)
+
+
+def launches_per_step(step, steps: int = 3) -> float:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    return sum(e.count for e in prof.key_averages() if e.key in LAUNCHES) / steps
+
+
+@contextlib.contextmanager
+def value_checks_off():
+    from estimators import _checks
+
+    saved = _checks.check_step_values
+    _checks.check_step_values = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        _checks.check_step_values = saved
+
+
+def measure(implementation: str, batch: int, precision: str, repeats: int) -> dict:
+    step = make_step(implementation, batch, precision)
+    for _ in range(3):
+        step()
+
+    def synchronised():
+        step()
+        torch.cuda.synchronize()
+
+    row = dict(implementation=implementation, batch=batch, precision=precision)
+    row["eager_ms"] = median_ms(synchronised, repeats)
+    row["host_ms"] = median_ms(step, repeats)
+    row["launches"] = launches_per_step(step)
+    if implementation != "dense":  # with and without the checks, interleaved: host noise drifts
+        with_checks, without_checks = [], []
+        for _ in range(repeats):
+            with_checks.append(median_ms(synchronised, 1))
+            with value_checks_off():
+                without_checks.append(median_ms(synchronised, 1))
+        row["eager_ms_with_checks"] = statistics.median(with_checks)
+        row["eager_ms_without_checks"] = statistics.median(without_checks)
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--implementations", nargs="+", default=["dense", "shared", "fused", "bmm"])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args(argv)
+    rows = []
+    for precision in args.precisions:
+        for batch in args.batches:
+            for implementation in args.implementations:
+                row = measure(implementation, batch, precision, args.repeats)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(dict(device=torch.cuda.get_device_name(), rows=rows), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -34,4 +34,4 @@ class Width(_StepBenchmark):
 
     @skips.skip_if_out_of_memory
     def time_step(self, peaks, width, implementation, batch):
-        self.step.timer.step()
+        self.step.timer.forward_backward()

@@ -148,7 +148,7 @@ class GraphTimer:
         self.backward_graph.replay()
         synchronize()
 
-    def step(self):
+    def forward_backward(self):
         """The forward's graph, then the backward's: one training step's device time."""
         self.forward_graph.replay()
         self.backward_graph.replay()

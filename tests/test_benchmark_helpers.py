@@ -80,6 +80,30 @@ def test_graph_replays_compute_the_eager_step(step):
         torch.testing.assert_close(replayed, eager)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(DEVICE != "cuda", reason="the suite runs on CUDA only where a GPU exists")
+def test_the_width_and_eager_steps_run():
+    """bench_width's step (a wider model, both graphs replayed) and bench_eager's step."""
+    wide = step_module.TrainingStep("ste", "fused", 2, "fp32", width=1024)
+    assert wide._model().config.d_model == 1024 and wide._model().config.d_ff == 4096
+    wide.timer.forward_backward()
+    assert wide.timer.loss.isfinite() and len(wide.timer.gradients) == len(wide.inputs[0])
+    step_module.TrainingStep("ste", "fused", 2, "bf16").eager()
+
+
+def test_width_models_keep_the_preset_but_its_width():
+    from benchmarks.workload import preset_config
+
+    base, wide = preset_config(), preset_config(1024)
+    assert (wide.d_model, wide.d_ff) == (1024, 4096)
+    assert (wide.n_layer, wide.n_head, wide.seq_len, wide.vocab_size) == (
+        base.n_layer,
+        base.n_head,
+        base.seq_len,
+        base.vocab_size,
+    )
+
+
 def test_peak_memories_say_why_a_combination_has_no_figure():
     peaks = step_module.peak_memories([("ste", "compiled", 2), ("no-such-estimator", "bmm", 2)])
     assert "batch" in peaks["ste", "compiled", 2]

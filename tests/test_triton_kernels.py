@@ -150,17 +150,14 @@ def test_kernel_param_grads_are_the_estimators_formulas(estimator, batch, device
     codes, tau = (0.25, 1.0), 0.7
     dev = lambda t: t.to(KERNEL_DEVICE)  # noqa: E731
     seed = _device_seed(4) if device_seed else 4
-    dw, dlogits = _kernels().masked_param_grads(
-        dev(dy),
-        dev(x),
-        sampler.pack_bits(index).to(KERNEL_DEVICE),
-        codes,
-        dev(weight),
-        dev(logits),
-        estimator,
-        tau,
-        noise_stream=(seed, 1, 0),
-    )
+    bits = sampler.pack_bits(index).to(KERNEL_DEVICE)
+
+    def param_grads(**needs):
+        return _kernels().masked_param_grads(
+            dev(dy), dev(x), bits, codes, dev(weight), dev(logits), estimator, tau, noise_stream=(seed, 1, 0), **needs
+        )
+
+    dw, dlogits = param_grads()
     per_sample = torch.bmm(dy.transpose(1, 2), x)
     masks = torch.tensor(codes)[index.long()]
     uniform = torch.from_numpy(noise._uniform_numpy(noise.sample_keys(4, 1, range(batch)), logits.numel()))
@@ -171,18 +168,7 @@ def test_kernel_param_grads_are_the_estimators_formulas(estimator, batch, device
     want_dlogits = ((per_sample * weight).unsqueeze(-1) * coefficient).sum(0)
     assert torch.allclose(dw.cpu(), (per_sample * masks).sum(0), rtol=1e-4, atol=1e-4)
     assert torch.allclose(dlogits.cpu(), want_dlogits, rtol=1e-4, atol=1e-4)
-    only_logits = _kernels().masked_param_grads(
-        dev(dy),
-        dev(x),
-        sampler.pack_bits(index).to(KERNEL_DEVICE),
-        codes,
-        dev(weight),
-        dev(logits),
-        estimator,
-        tau,
-        noise_stream=(seed, 1, 0),
-        need_weight=False,
-    )
+    only_logits = param_grads(need_weight=False)
     assert only_logits[0] is None and torch.equal(only_logits[1], dlogits)
 
 

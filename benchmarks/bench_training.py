@@ -53,7 +53,7 @@ class ForwardBackward(_TrainingStepBenchmark):
     params = [list(grid.ESTIMATORS), list(grid.IMPLEMENTATIONS), list(grid.BATCHES)]
     param_names = ["estimator", "implementation", "batch"]
     # What this machine does not run (grid.RUNS_AT) is skipped before setup runs: n/a, without a process's noise.
-    skip_params = [combo for combo in itertools.product(*params) if grid.skip_reason(*combo[1:], DEVICE)]
+    skip_params = [combo for combo in itertools.product(*params) if grid.step_skip_reason(*combo, DEVICE)]
 
     def setup_cache(self):
         return peak_memories(itertools.product(*self.params))

@@ -10,7 +10,7 @@ The report and the developer probes read the same table.
 
 from __future__ import annotations
 
-ESTIMATORS = ("ste", "reinmax", "gumbel")
+ESTIMATORS = ("ste", "reinmax", "gumbel", "gst", "gumbel_rao")
 IMPLEMENTATIONS = ("current", "loop", "einsum", "bmm", "vmap", "fused", "compiled")
 FLOOR = "shared"  # the implementation name of the one-mask-for-the-batch floor
 BATCHES = (1, 2, 8, 16, 32, 64)
@@ -28,6 +28,20 @@ RUNS_AT = {
     # 32 and 64 would cost minutes per commit on a 2-core CPU.
     ("*", "cpu"): ((1, 2, 8, 16), "batches 32 and 64 are not benchmarked on CPU"),
 }
+
+
+# Estimators added after the first history run on the implementations users choose between (the Floor, fused
+# and bmm) and not on the four that only materialise differently: two estimators x four implementations
+# would add minutes to every CPU commit for series that track bmm's.
+ESTIMATOR_IMPLEMENTATIONS = {"gst": ("bmm", "fused", FLOOR), "gumbel_rao": ("bmm", "fused", FLOOR)}
+
+
+def step_skip_reason(estimator: str, implementation: str, batch: int, device: str) -> str | None:
+    """``skip_reason``, and what an estimator does not run (``ESTIMATOR_IMPLEMENTATIONS``)."""
+    implementations = ESTIMATOR_IMPLEMENTATIONS.get(estimator)
+    if implementations is not None and implementation not in implementations:
+        return f"{estimator} is benchmarked with {', '.join(implementations)} only"
+    return skip_reason(implementation, batch, device)
 
 
 def skip_reason(implementation: str, batch: int, device: str) -> str | None:
@@ -67,7 +81,7 @@ def reduced_precision_skip_reason(estimator: str, implementation: str, batch: in
         return "reduced precisions are benchmarked on CUDA only"
     if implementation != "fused" and estimator != "ste":
         return f"{implementation} is benchmarked in reduced precision for ste only"
-    return skip_reason(implementation, batch, device)
+    return step_skip_reason(estimator, implementation, batch, device)
 
 
 def dense_skip_reason(precision: str, batch: int, device: str) -> str | None:
@@ -102,3 +116,7 @@ def eager_skip_reason(implementation: str, batch: int, device: str) -> str | Non
 def width_skip_reason(device: str) -> str | None:
     """Why the suite does not run the width benchmark on ``device``, or None."""
     return "the width benchmark runs on CUDA only" if device == "cpu" else None
+
+
+# Estimator quality (bench_quality, every machine): temperatures, and the problems' sizes (benchmarks/quality.py).
+QUALITY_TAUS = (0.5, 1.0, 2.0)

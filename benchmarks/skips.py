@@ -45,7 +45,7 @@ def requires_package_step(estimator: str, implementation: str) -> None:
 
 def requires_step(estimator: str, implementation: str, batch: int) -> None:
     """Everything a training step of (estimator, implementation, batch) needs on this machine and commit."""
-    skip_if(grid.skip_reason(implementation, batch, DEVICE))
+    skip_if(grid.step_skip_reason(estimator, implementation, batch, DEVICE))
     requires_package_step(estimator, implementation)
 
 

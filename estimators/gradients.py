@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _checks
-from .noise import gumbel
+from .noise import conditional_uniform, gumbel
 
 
 def simplex_jvp(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -109,10 +109,66 @@ class GumbelSoftmax(_OneHotEstimator):
         return simplex_jvp(torch.softmax((logits + gumbel(uniform)) / tau, dim=-1), grad) / tau
 
 
+# Module constants, not class attributes: torch.compile cannot read an autograd.Function's attributes.
+GST_GAP = 1.0  # gapped straight-through's gap
+GUMBEL_RAO_DRAWS = 4  # Gumbel-Rao's conditional draws M (see GumbelRao)
+
+
+class GappedStraightThrough(_OneHotEstimator):
+    """Gapped straight-through (Fan, Chi, Rudnicky & Ramadge, ICML 2022, arXiv:2206.07235), gap 1.
+
+    With m = max_k theta_k and s the sample: theta'_s = m and
+    theta'_k = min(theta_k, m - gap) for k != s, the shift theta' - theta held
+    constant; p' = softmax(theta' / tau), so
+        dL/dtheta = J(p') g / tau.
+    The sampled category leads every other by at least the gap, as a one-hot does.
+    """
+
+    @staticmethod
+    def logit_grad(logits, one_hot, uniform, tau, grad):
+        top = logits.amax(-1, keepdim=True)
+        shifted = torch.where(one_hot.bool(), top, torch.minimum(logits, top - GST_GAP))
+        return simplex_jvp(torch.softmax(shifted / tau, dim=-1), grad) / tau
+
+
+class GumbelRao(_OneHotEstimator):
+    """Gumbel-Rao Monte Carlo (Paulus, Maddison & Krause, ICLR 2021, arXiv:2010.04838), M = ``GUMBEL_RAO_DRAWS``.
+
+    Straight-through Gumbel-softmax, Rao-Blackwellised over the Gumbel noise
+    given the sample s: with Z = sum_k exp(theta_k) and E ~ Exp(1) i.i.d.,
+        z_s = log Z - log E_s,   z_k = -log(E_k exp(-theta_k) + E_s / Z)  (k != s)
+    are Gumbel perturbations of theta conditioned on argmax = s; y_m = softmax(z_m / tau)
+    with z_m - theta held constant, and
+        dL/dtheta = (1 / M) sum_m J(y_m) g / tau.
+    Its expectation given s is straight-through Gumbel-softmax's, with less variance. E_m =
+    -log U'_m, U'_m = ``noise.conditional_uniform(U, m)``: drawn from the sample's own noise,
+    so reproducible and batch-invariant. ``GUMBEL_RAO_DRAWS`` = 4, measured on benchmarks/quality.py's problem: the
+    relative spread falls from 1.25 (one draw, Gumbel-softmax's) to 1.13 at 4 draws, 1.10 at 8 and 1.08
+    at 32 (tau = 1; 1.99, 1.56, 1.47, 1.40 at tau = 0.5): 4 draws take about three quarters of what 32
+    give, and the backward's cost grows linearly in the draws.
+    """
+
+    needs_uniform = True
+
+    @staticmethod
+    def logit_grad(logits, one_hot, uniform, tau, grad):
+        chosen = one_hot.bool()
+        log_z = torch.logsumexp(logits, dim=-1, keepdim=True)
+        total = 0
+        for draw in range(GUMBEL_RAO_DRAWS):
+            log_e = torch.log(-torch.log(conditional_uniform(uniform, draw).to(logits.dtype)))
+            log_e_chosen = torch.where(chosen, log_e, 0).sum(-1, keepdim=True)
+            z = torch.where(chosen, log_z - log_e_chosen, -torch.logaddexp(log_e - logits, log_e_chosen - log_z))
+            total = total + simplex_jvp(torch.softmax(z / tau, dim=-1), grad)
+        return total / (GUMBEL_RAO_DRAWS * tau)
+
+
 ESTIMATOR_FUNCTIONS: dict[str, type[_OneHotEstimator]] = {
     "ste": StraightThrough,
     "reinmax": ReinMax,
     "gumbel": GumbelSoftmax,
+    "gst": GappedStraightThrough,
+    "gumbel_rao": GumbelRao,
 }
 ESTIMATORS = tuple(ESTIMATOR_FUNCTIONS)
 
@@ -126,7 +182,7 @@ def estimate(name: str, logits: torch.Tensor, uniform: torch.Tensor, tau: float 
     (formulas in this module's docstring and in each estimator's class).
 
     Args:
-        name: one of ``ESTIMATORS``: ``"ste"``, ``"reinmax"`` or ``"gumbel"``.
+        name: one of ``ESTIMATORS``: ``"ste"``, ``"reinmax"``, ``"gumbel"``, ``"gst"`` or ``"gumbel_rao"``.
         logits: theta, floating point ``[..., K]`` with K >= 2 categories on the last axis; no NaN.
         uniform: U, noise of the logits' shape, dtype and device, strictly inside (0, 1)
             (e.g. ``noise.uniform``, or ``torch.rand``).

@@ -160,6 +160,41 @@ def over_runs(samples: Sequence[int], launch) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
+CONDITIONAL_KEY = 0x2545F491  # the key of the further draws derived from an element's noise
+
+
+def conditional_keys(draw: int) -> tuple[int, int]:
+    """Keys (ka, kb) of further draw ``draw`` (see ``conditional_uniform``)."""
+    ka = absorb(CONDITIONAL_KEY, draw)
+    return ka, absorb(ka, 1)
+
+
+def _mix32_tensor(x: torch.Tensor) -> torch.Tensor:
+    """``mix32`` on an int64 tensor of values in [0, 2**32) (products stay below 2**63)."""
+    m1, m2 = MIX_MULTIPLIERS
+    x = x ^ (x >> 16)
+    x = (x * m1) & MASK32
+    x = x ^ (x >> 15)
+    x = (x * m2) & MASK32
+    return x ^ (x >> 15)
+
+
+def conditional_uniform(uniform: torch.Tensor, draw: int) -> torch.Tensor:
+    """Further uniform noise in (0, 1), a pure function of each element's noise U (float32, U's shape).
+
+    n = floor(U * 2**23) is the 23-bit counter hash that U carries (``uniform``'s
+    U = (n + 0.5) 2**-23); draw m of the element is U'_m = ((h >> 9) + 0.5) 2**-23
+    with h = mix32(mix32(n ^ ka_m) ^ kb_m) and (ka_m, kb_m) = ``conditional_keys(m)``.
+    So an estimator that needs more noise than the sample's (Gumbel-Rao's conditional
+    draws) takes it from U alone: reproducible, batch-invariant, and the Triton kernels
+    recompute it from the same counters.
+    """
+    counter = torch.floor(uniform.float() * 2.0**UNIFORM_BITS).to(torch.int64)
+    ka, kb = conditional_keys(draw)
+    h = _mix32_tensor(_mix32_tensor(counter ^ ka) ^ kb)
+    return ((h >> (32 - UNIFORM_BITS)).to(torch.float32) + 0.5) * 2.0**-UNIFORM_BITS
+
+
 def gumbel(u: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel noise G = -log(-log U)."""
     return -torch.log(-torch.log(u))

@@ -26,13 +26,18 @@ from triton.language.extra import libdevice
 
 from . import noise
 from ._backend import INTERPRETED
+from .gradients import GST_GAP, GUMBEL_RAO_DRAWS
 
 _INTERPRETED = tl.constexpr(INTERPRETED)
 # The estimators _param_grads_kernel computes, as compile-time codes (``ESTIMATOR_CODES`` maps the names).
 STRAIGHT_THROUGH = tl.constexpr(0)
 REINMAX = tl.constexpr(1)
 GUMBEL_SOFTMAX = tl.constexpr(2)
-ESTIMATOR_CODES = {"ste": 0, "reinmax": 1, "gumbel": 2}
+GAPPED_STRAIGHT_THROUGH = tl.constexpr(3)
+GUMBEL_RAO = tl.constexpr(4)
+ESTIMATOR_CODES = {"ste": 0, "reinmax": 1, "gumbel": 2, "gst": 3, "gumbel_rao": 4}
+NOISE_ESTIMATORS = ("gumbel", "gumbel_rao")  # their coefficient needs each sample's noise: summed per sample
+_CONDITIONAL_KEY = tl.constexpr(noise.CONDITIONAL_KEY)
 
 
 @triton.jit
@@ -46,10 +51,15 @@ def _mix32(x):
 
 
 @triton.jit
+def _counter(element, ka, kb):
+    """The 23-bit hash n of ``element`` (uint32) under keys (ka, kb): U = (n + 0.5) 2**-23."""
+    return _mix32(_mix32(element ^ ka) ^ kb) >> 9
+
+
+@triton.jit
 def _uniform(element, ka, kb):
     """U of ``element`` (uint32) under sample keys (ka, kb): ``noise.py``'s formula."""
-    h = _mix32(_mix32(element ^ ka) ^ kb)
-    return ((h >> 9).to(tl.float32) + 0.5) * 1.1920928955078125e-07
+    return (_counter(element, ka, kb).to(tl.float32) + 0.5) * 1.1920928955078125e-07
 
 
 @triton.jit
@@ -229,14 +239,40 @@ def _masked_matmul_kernel(
 
 
 @triton.jit
+def _logaddexp(a, b):
+    top = tl.maximum(a, b)
+    return top + _log(1.0 + tl.exp(-tl.abs(a - b)))
+
+
+@triton.jit
+def _gumbel_rao_jacobian(theta0, theta1, chosen, counter0, counter1, inv_tau, DRAWS: tl.constexpr):
+    """mean over m of y_m0 y_m1, y_m = softmax(z_m / tau), z_m the Gumbels conditioned on the sample
+    (category 1 where ``chosen``): ``gradients.GumbelRao`` for K = 2, its draws
+    U'_m = ``noise.conditional_uniform`` of the element counters (the 23-bit hashes behind U)."""
+    log_z = _logaddexp(theta0, theta1)
+    total = tl.zeros(theta0.shape, tl.float32)
+    for m in tl.static_range(DRAWS):
+        ka = _absorb(tl.full((), _CONDITIONAL_KEY, tl.uint32), tl.full((), m, tl.uint32))
+        kb = _absorb(ka, tl.full((), 1, tl.uint32))
+        log_e0 = _log(-_log(_uniform(counter0, ka, kb)))
+        log_e1 = _log(-_log(_uniform(counter1, ka, kb)))
+        log_e_chosen = tl.where(chosen, log_e1, log_e0)
+        z0 = tl.where(chosen, -_logaddexp(log_e0 - theta0, log_e_chosen - log_z), log_z - log_e0)
+        z1 = tl.where(chosen, log_z - log_e1, -_logaddexp(log_e1 - theta1, log_e_chosen - log_z))
+        y1 = tl.sigmoid((z1 - z0) * inv_tau)
+        total += y1 * (1.0 - y1)
+    return total / DRAWS
+
+
+@triton.jit
 def _masked_weight_grad_kernel(
     # Operands. Shapes in [brackets].
     dy_ptr,  # [batch, time, out_features]
     x_ptr,  # [batch, time, in_features]
     mask_bits_ptr,  # uint8 [batch, mask_bytes]: sample b's K = 2 mask bits
-    logits_ptr,  # [out_features, in_features, 2] (read only when GUMBEL)
+    logits_ptr,  # [out_features, in_features, 2] (read only when NOISE)
     out_ptr,  # fp32 [splits, 3, out_features, in_features]: the partial sums, one plane each
-    # The noise of sample first_sample + b (GUMBEL only): see _param_key.
+    # The noise of sample first_sample + b (NOISE only): see _param_key.
     seed_ptr,
     key,
     first_sample,
@@ -259,18 +295,20 @@ def _masked_weight_grad_kernel(
     code0,
     code1,
     # Compile-time switches and tiles.
-    GUMBEL: tl.constexpr,
+    NOISE: tl.constexpr,
     SEED_ON_DEVICE: tl.constexpr,
     BLOCK_O: tl.constexpr,
     BLOCK_I: tl.constexpr,
     BLOCK_T: tl.constexpr,
     PRECISION: tl.constexpr,
+    DRAWS: tl.constexpr,
 ):
     """Per tile of W, over this split's samples b, with G_b = dy_b^T x_b:
 
     out[split, 0] = sum_b G_b, out[split, 1] = sum_b G_b * bit_b and, for the
-    Gumbel-softmax estimator, out[split, 2] = sum_b G_b * alpha_b with
-    alpha_b = y0 y1 (c1 - c0) / tau, y = softmax((theta + G(U_b)) / tau).
+    Gumbel-softmax estimator (NOISE = GUMBEL_SOFTMAX), out[split, 2] = sum_b G_b * alpha_b with
+    alpha_b = y0 y1 (c1 - c0) / tau, y = softmax((theta + G(U_b)) / tau); for Gumbel-Rao
+    (NOISE = GUMBEL_RAO) alpha_b = mean_m y_m0 y_m1 (c1 - c0) / tau over its DRAWS conditional draws.
     """
     split = tl.program_id(2)
     offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
@@ -278,7 +316,7 @@ def _masked_weight_grad_kernel(
     offs_t = tl.arange(0, BLOCK_T)
     tile_mask = (offs_o[:, None] < out_features) & (offs_i[None, :] < in_features)
     weight = offs_o[:, None] * in_features + offs_i[None, :]
-    if GUMBEL:
+    if NOISE != 0:
         param_key = _param_key(seed_ptr, key, SEED_ON_DEVICE)
         theta0 = tl.load(logits_ptr + 2 * weight, mask=tile_mask, other=0.0)
         theta1 = tl.load(logits_ptr + 2 * weight + 1, mask=tile_mask, other=0.0)
@@ -307,17 +345,30 @@ def _masked_weight_grad_kernel(
             g += tl.dot(dy_t, x_t, input_precision=PRECISION)
         sum_all += g
         sum_set += tl.where(_mask_bit(mask_bits_ptr + b64 * mask_bytes, weight, tile_mask) != 0, g, 0.0)
-        if GUMBEL:
+        if NOISE == GUMBEL_SOFTMAX:
             ka, kb = _sample_keys(param_key, first_sample, b)
             z0 = theta0 + _gumbel(_uniform((2 * weight).to(tl.uint32), ka, kb))
             z1 = theta1 + _gumbel(_uniform((2 * weight + 1).to(tl.uint32), ka, kb))
             y1 = tl.sigmoid((z1 - z0) * inv_tau)
             sum_alpha += g * (y1 * (1.0 - y1) * (code1 - code0) * inv_tau)
+        if NOISE == GUMBEL_RAO:
+            ka, kb = _sample_keys(param_key, first_sample, b)
+            chosen = _mask_bit(mask_bits_ptr + b64 * mask_bytes, weight, tile_mask) != 0
+            jacobian = _gumbel_rao_jacobian(
+                theta0,
+                theta1,
+                chosen,
+                _counter((2 * weight).to(tl.uint32), ka, kb),
+                _counter((2 * weight + 1).to(tl.uint32), ka, kb),
+                inv_tau,
+                DRAWS,
+            )
+            sum_alpha += g * (jacobian * (code1 - code0) * inv_tau)
     plane = out_features * in_features
     out = out_ptr + split.to(tl.int64) * 3 * plane + weight
     tl.store(out, sum_all, mask=tile_mask)
     tl.store(out + plane, sum_set, mask=tile_mask)
-    if GUMBEL:
+    if NOISE != 0:
         tl.store(out + 2 * plane, sum_alpha, mask=tile_mask)
 
 
@@ -334,6 +385,7 @@ def _param_grads_kernel(
     splits,
     # Scalars of the estimator and the codebook.
     inv_tau,
+    gap,
     code0,
     code1,
     # Compile-time switches and the block.
@@ -350,7 +402,9 @@ def _param_grads_kernel(
     for reinmax (r = softmax(theta)): sum over the sampled category s of
     (2 q0(s) q1(s) - r0 r1 / 2) d * S_s, with q(1) = (p0 / 2, (1 + p1) / 2) and
     q(0) = ((1 + p0) / 2, p1 / 2), i.e. pi1 = (p + D) / 2;
-    for gumbel: the batch sum of G_b * alpha_b, the third partial sum.
+    for gst (theta' = the gapped logits of each sample s, gap ``gap``, q = softmax(theta' / tau)):
+    sum over s of q0(s) q1(s) d / tau * S_s;
+    for gumbel and gumbel_rao: the batch sum of G_b * alpha_b, the third partial sum.
     These are ``gradients``' formulas for K = 2, where J(pi) c = pi0 pi1 d (-1, 1).
     """
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -362,15 +416,24 @@ def _param_grads_kernel(
         base = partial_ptr + tl.cast(split, tl.int64) * 3 * n_weights + offs
         sum_all += tl.load(base, mask=mask, other=0.0)
         sum_set += tl.load(base + n_weights, mask=mask, other=0.0)
-        if ESTIMATOR == GUMBEL_SOFTMAX:
+        if ESTIMATOR == GUMBEL_SOFTMAX or ESTIMATOR == GUMBEL_RAO:
             sum_alpha += tl.load(base + 2 * n_weights, mask=mask, other=0.0)
     sum_unset = sum_all - sum_set
     if HAS_DW:
         tl.store(dw_ptr + offs, code0 * sum_unset + code1 * sum_set, mask=mask)
     if HAS_DLOGITS:
         w = tl.load(weight_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        if ESTIMATOR == GUMBEL_SOFTMAX:
+        if ESTIMATOR == GUMBEL_SOFTMAX or ESTIMATOR == GUMBEL_RAO:
             d1 = w * sum_alpha
+        elif ESTIMATOR == GAPPED_STRAIGHT_THROUGH:
+            theta0 = tl.load(logits_ptr + 2 * offs, mask=mask, other=0.0).to(tl.float32)
+            theta1 = tl.load(logits_ptr + 2 * offs + 1, mask=mask, other=0.0).to(tl.float32)
+            top = tl.maximum(theta0, theta1)
+            lead_set = top - tl.minimum(theta0, top - gap)  # theta'_1 - theta'_0 where category 1 was drawn
+            lead_unset = tl.minimum(theta1, top - gap) - top  # ... where category 0 was drawn
+            coefficient_set = tl.sigmoid(lead_set * inv_tau) * tl.sigmoid(-lead_set * inv_tau)
+            coefficient_unset = tl.sigmoid(lead_unset * inv_tau) * tl.sigmoid(-lead_unset * inv_tau)
+            d1 = w * (code1 - code0) * inv_tau * (coefficient_unset * sum_unset + coefficient_set * sum_set)
         else:
             theta0 = tl.load(logits_ptr + 2 * offs, mask=mask, other=0.0).to(tl.float32)
             theta1 = tl.load(logits_ptr + 2 * offs + 1, mask=mask, other=0.0).to(tl.float32)
@@ -523,8 +586,11 @@ def masked_linear_input_grad(dy, weight, mask_bits, codes, tiles=None, precision
     return _masked_matmul(dy, weight.contiguous(), mask_bits, codes, None, True, tiles, precision)
 
 
-def _weight_grad_partials(dy, x, mask_bits, codes, gumbel, tiles, precision, target_programs) -> torch.Tensor:
-    """fp32 [splits, 3, out, in]: the partial sums of ``masked_weight_grad``, one group of samples a split."""
+def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs) -> torch.Tensor:
+    """fp32 [splits, 3, out, in]: the partial sums of ``masked_weight_grad``, one group of samples a split.
+
+    ``noisy``: None, or (estimator in ``NOISE_ESTIMATORS``, logits, seed, param, first_sample, tau).
+    """
     tiles = tiles or _tiles_for(dy.dtype, WEIGHT_GRAD_TILES, WEIGHT_GRAD_TILES_16BIT)
     batch, time, out_features = dy.shape
     in_features = x.shape[2]
@@ -533,10 +599,10 @@ def _weight_grad_partials(dy, x, mask_bits, codes, gumbel, tiles, precision, tar
     per_split = triton.cdiv(batch, splits)
     splits = triton.cdiv(batch, per_split)
     partial = torch.empty(splits, 3, out_features, in_features, dtype=torch.float32, device=dy.device)
-    if gumbel is None:
-        logits, seed, param, first_sample, inv_tau = dy, 0, 0, 0, 1.0  # placeholders: read only for Gumbel
+    if noisy is None:
+        estimator, logits, seed, param, first_sample, inv_tau = None, dy, 0, 0, 0, 1.0  # placeholders: unread
     else:
-        logits, seed, param, first_sample, tau = gumbel
+        estimator, logits, seed, param, first_sample, tau = noisy
         logits, inv_tau = logits.contiguous(), 1.0 / tau
     seed_ptr, key, on_device = _seed_arguments(seed, param, logits)
     grid = (triton.cdiv(out_features, tiles["BLOCK_O"]), triton.cdiv(in_features, tiles["BLOCK_I"]), splits)
@@ -559,9 +625,10 @@ def _weight_grad_partials(dy, x, mask_bits, codes, gumbel, tiles, precision, tar
         *x.stride(),
         inv_tau,
         *codes,
-        GUMBEL=gumbel is not None,
+        NOISE=0 if estimator is None else ESTIMATOR_CODES[estimator],
         SEED_ON_DEVICE=on_device,
         PRECISION=precision,
+        DRAWS=GUMBEL_RAO_DRAWS,
         **tiles,
     )
     return partial
@@ -590,7 +657,8 @@ def masked_weight_grad(
     Returns:
         (sum_b G_b, sum_b G_b * bit_b, sum_b G_b * alpha_b or None), fp32 ``[out, in]`` each.
     """
-    sums = _weight_grad_partials(dy, x, mask_bits, codes, gumbel, tiles, precision, target_programs).sum(0)
+    noisy = None if gumbel is None else ("gumbel", *gumbel)
+    sums = _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs).sum(0)
     return sums[0], sums[1], (sums[2] if gumbel is not None else None)
 
 
@@ -616,15 +684,15 @@ def masked_param_grads(
         dy, x, mask_bits, codes: as ``masked_weight_grad``.
         weight: W ``[out, in]``; logits: theta ``[out, in, 2]``.
         estimator: a name in ``ESTIMATOR_CODES``; tau: its temperature.
-        noise_stream: (seed, param, first_sample) of the masks' noise (Gumbel-softmax recomputes it).
+        noise_stream: (seed, param, first_sample) of the masks' noise (Gumbel-softmax and Gumbel-Rao recompute it).
         need_weight, need_logits: which gradients to compute.
         tiles, precision, target_programs: as ``masked_weight_grad``.
 
     Returns:
         (dL/dW in W's dtype or None, dL/dtheta in the logits' dtype or None).
     """
-    gumbel = (logits, *noise_stream, tau) if estimator == "gumbel" else None
-    partial = _weight_grad_partials(dy, x, mask_bits, codes, gumbel, tiles, precision, target_programs)
+    noisy = (estimator, logits, *noise_stream, tau) if estimator in NOISE_ESTIMATORS else None
+    partial = _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs)
     dw = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else None
     dlogits = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_logits else None
     n_weights = weight.numel()
@@ -637,6 +705,7 @@ def masked_param_grads(
         n_weights,
         partial.shape[0],
         1.0 / tau,
+        GST_GAP,
         *codes,
         ESTIMATOR=ESTIMATOR_CODES[estimator],
         HAS_DW=need_weight,

@@ -34,7 +34,29 @@ def expected_logit_grad(name, theta, u, tau, g):
         return 2 * apply(pi1) - apply(pi0) / 2
     if name == "gumbel":
         return apply(_softmax((theta + gumbel) / tau)) / tau
+    if name == "gst":  # Fan et al. 2022: the sample leads every other category by the gap (1)
+        top = theta.max(-1, keepdims=True)
+        return apply(_softmax(np.where(one_hot == 1, top, np.minimum(theta, top - 1.0)) / tau)) / tau
+    if name == "gumbel_rao":  # Paulus et al. 2021: Gumbels conditioned on the sample, M draws
+        log_z = np.log(np.exp(theta).sum(-1, keepdims=True))
+        draws = estimators.gradients.GUMBEL_RAO_DRAWS
+        total = 0.0
+        for m in range(draws):
+            e = -np.log(_conditional_uniform(u, m))  # Exp(1)
+            e_s = (e * one_hot).sum(-1, keepdims=True)
+            z = np.where(one_hot == 1, log_z - np.log(e_s), -np.log(e * np.exp(-theta) + e_s / np.exp(log_z)))
+            total = total + apply(_softmax(z / tau))
+        return total / (draws * tau)
     raise AssertionError(name)
+
+
+def _conditional_uniform(u, draw):
+    """noise.conditional_uniform's documented formula, in numpy: U'_m from the 23 bits U carries."""
+    counter = np.floor(u.astype(np.float32).astype(np.float64) * 2**23).astype(np.uint32)
+    ka, kb = noise.conditional_keys(draw)
+    h = noise._mix32_inplace(counter ^ np.uint32(ka))
+    h = noise._mix32_inplace(h ^ np.uint32(kb))
+    return ((h >> np.uint32(9)).astype(np.float64) + 0.5) * 2.0**-23
 
 
 @pytest.mark.parametrize("name", estimators.ESTIMATORS)
@@ -122,3 +144,40 @@ def test_gradients_are_linear_in_the_upstream_gradient():
         rhs = 2 * cls.logit_grad(theta, one_hot, u, 0.7, g1) - 3 * cls.logit_grad(theta, one_hot, u, 0.7, g2)
         assert torch.allclose(lhs, rhs, rtol=1e-12, atol=1e-12)
         assert math.isclose(float(lhs.sum()), 0.0, abs_tol=1e-9), "J(p) g sums to zero over categories"
+
+
+def _per_sample_coefficients(name, theta, tau, g, n, seed):
+    """Each estimator's dL/dtheta for n noise draws of one row theta, with the upstream g: [n, K], and the samples."""
+    logits = theta.expand(n, len(theta))
+    u = noise.uniform(seed, 0, [0], logits.shape)[0].double()
+    one_hot = estimators.estimate("ste", logits, u)
+    cls = estimators.gradients.ESTIMATOR_FUNCTIONS[name]
+    return cls.logit_grad(logits, one_hot, u, tau, g.expand(n, len(theta))), one_hot.argmax(-1)
+
+
+def test_gumbel_rao_averages_gumbel_softmax_given_the_sample_with_less_spread():
+    """Given the sample s, Gumbel-Rao's expected gradient is straight-through Gumbel-softmax's (both within
+    5 standard errors of each other), and its spread is smaller, for every s."""
+    theta = torch.tensor([0.5, -0.3, 1.0], dtype=torch.float64)
+    g = torch.tensor([0.7, -1.2, 0.4], dtype=torch.float64)
+    n = 60_000
+    gumbel, samples = _per_sample_coefficients("gumbel", theta, 0.7, g, n, seed=5)
+    rao, same_samples = _per_sample_coefficients("gumbel_rao", theta, 0.7, g, n, seed=5)
+    assert torch.equal(samples, same_samples)
+    for s in range(3):
+        rows = samples == s
+        a, b = gumbel[rows], rao[rows]
+        standard_error = torch.sqrt(a.var(0) / len(a) + b.var(0) / len(b))
+        assert torch.all((a.mean(0) - b.mean(0)).abs() <= 5 * standard_error + 1e-12), s
+        assert b.var(0).sum() < a.var(0).sum(), s
+
+
+def test_the_conditional_check_can_fail():
+    """The expectation check above rejects an estimator with the wrong conditional expectation (plain ste)."""
+    theta = torch.tensor([0.5, -0.3, 1.0], dtype=torch.float64)
+    g = torch.tensor([0.7, -1.2, 0.4], dtype=torch.float64)
+    gumbel, samples = _per_sample_coefficients("gumbel", theta, 0.7, g, 60_000, seed=5)
+    ste, _ = _per_sample_coefficients("ste", theta, 0.7, g, 60_000, seed=5)
+    rows = samples == 2
+    standard_error = torch.sqrt(gumbel[rows].var(0) / rows.sum() + ste[rows].var(0) / rows.sum())
+    assert not torch.all((gumbel[rows].mean(0) - ste[rows].mean(0)).abs() <= 5 * standard_error + 1e-12)

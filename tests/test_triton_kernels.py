@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import estimators
 from estimators import _backend, noise, sampler
 from estimators.gradients import ESTIMATOR_FUNCTIONS, sample_index
 
@@ -141,7 +142,7 @@ def test_kernel_masked_weight_grad(batch, gumbel):
 
 
 @needs_kernels
-@pytest.mark.parametrize("estimator", ["ste", "reinmax", "gumbel"])
+@pytest.mark.parametrize("estimator", estimators.ESTIMATORS)
 @pytest.mark.parametrize("batch", [1, 13])
 @pytest.mark.parametrize("device_seed", [False, True], ids=["int_seed", "device_seed"])
 def test_kernel_param_grads_are_the_estimators_formulas(estimator, batch, device_seed):

@@ -9,7 +9,9 @@ Per estimator: the equivalence verification, computed live on this machine
 batch, read from asv's results (medians +- half the interquartile range;
 nothing is timed here); then the speedup against ``current`` at batch 1, the
 per-sample speedup at larger batches and the ratio to the Floor benchmark.
-``--reference`` instead compares the results with the reference run's figures.
+``--reference`` instead compares the results with the reference run's figures;
+``--quality`` prints the speed x quality table: per estimator, its fused step's
+cost against the Floor at batch 16 beside its quality figures (bench_quality).
 """
 
 from __future__ import annotations
@@ -22,7 +24,17 @@ import re
 import torch
 
 import estimators
-from benchmarks.grid import BATCHES, DENSE, ESTIMATORS, FLOOR, IMPLEMENTATIONS, PRECISIONS, SEED, runs
+from benchmarks.grid import (
+    BATCHES,
+    DENSE,
+    ESTIMATORS,
+    FLOOR,
+    IMPLEMENTATIONS,
+    PRECISIONS,
+    QUALITY_TAUS,
+    SEED,
+    runs,
+)
 from benchmarks.machine import DEVICE
 from benchmarks.workload import random_tokens
 from estimators.reference import per_sample_logits
@@ -94,6 +106,35 @@ def precision_report(measurements, machine: str) -> str:
         cells = [f"{totals[i]:.2f}" if totals[i] else "n/a" for i in (DENSE, FLOOR, "fused", "bmm")]
         ratios = [_ratio(totals, FLOOR, DENSE), _ratio(totals, "fused", DENSE), _ratio(totals, "fused", FLOOR)]
         out.append(f"| {precision} | {batch} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(out)
+
+
+QUALITY_FIGURES = (
+    ("GradientFidelity.track_one_minus_cosine", "1 - cos"),
+    ("GradientFidelity.track_relative_bias", "bias"),
+    ("GradientFidelity.track_relative_spread", "spread"),
+    ("PolynomialProgramming.track_excess_loss", "excess loss"),
+)
+
+
+def quality_report(measurements, machine: str, batch: int = 16) -> str:
+    """Per estimator and temperature: the fused step's cost (ms, and / Floor) beside the quality figures."""
+    out = [
+        f"Machine `{machine}`, commit `{measurements.commit[:8]}`. Cost: fused fwd+bwd at batch {batch} (tau 1) "
+        "in ms and over the Floor's; quality (bench_quality, lower is better): 1 - mean cosine to the exact "
+        "gradient, relative bias, relative spread, and polynomial programming's excess loss.",
+        "",
+        "| estimator | tau | fused ms | fused / Floor | " + " | ".join(label for _, label in QUALITY_FIGURES) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(QUALITY_FIGURES),
+    ]
+    for estimator in ESTIMATORS:
+        fused, floor = step(measurements, estimator, "fused", batch), step(measurements, estimator, FLOOR, batch)
+        cost = [f"{total_ms(fused):.2f}" if fused else "n/a"]
+        cost.append(f"{total_ms(fused) / total_ms(floor):.2f}" if fused and floor else "n/a")
+        for tau in QUALITY_TAUS:
+            figures = [measurements.get(name, estimator, tau) for name, _ in QUALITY_FIGURES]
+            cells = [f"{figure.median:.4f}" if figure else "n/a" for figure in figures]
+            out.append(f"| {estimator} | {tau} | " + " | ".join(cost + cells) + " |")
     return "\n".join(out)
 
 
@@ -313,6 +354,7 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", action="store_true", help="markdown tables instead of the text report")
     parser.add_argument("--precision", action="store_true", help="Dense, Floor, fused, bmm in every precision")
     parser.add_argument("--reference", help="compare with the reference run's output (e.g. docs/reference-run.txt)")
+    parser.add_argument("--quality", action="store_true", help="the speed x quality table of every estimator")
     args = parser.parse_args(argv)
     if args.machine is None:
         from ..run.asv_project import machine_name
@@ -324,6 +366,8 @@ def main(argv=None) -> int:
         print(reference_comparison(measurements, args.machine, args.reference))
     elif args.precision:
         print(precision_report(measurements, args.machine))
+    elif args.quality:
+        print(quality_report(measurements, args.machine))
     elif args.markdown:
         print(markdown_report(measurements, args.machine, preset))
     else:

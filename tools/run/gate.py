@@ -13,6 +13,12 @@ scheduling hiccups). Without ``--bench``, the CUDA gate compares the memory
 benchmarks and the graph-replayed timings at batch 8 and above: in A/A
 comparisons on the H100 the eager ``Estimate`` (up to 1.6x) and replays at
 batch 1-2 (up to 1.18x) moved by more than 1.05 from one process to the next.
+
+Estimator quality (``bench_quality``) is compared in a second pass with its own
+factor, ``QUALITY_FACTOR``: its figures are deterministic (an A/A comparison is
+identical), so any move beyond it is a changed estimator, however small next to
+the timing factor. ``--quality`` runs that pass alone; ``--bench`` runs one pass,
+at ``--factor``, over what it selects.
 """
 
 from __future__ import annotations
@@ -32,9 +38,15 @@ from ..arguments import factor
 from .asv_project import ROOT, asv_command, run_asv, scratch_config
 
 DEFAULT_FACTOR = {"cuda": 1.05, "cpu": 1.5}
+QUALITY_FACTOR = 1.02
+QUALITY = r"^bench_quality\."
+NOT_QUALITY = r"^(?!bench_quality\.)"
 GATED_BATCHES = "|".join(str(batch) for batch in BATCHES if batch >= 8)
 # asv matches these against "name(param, ...)", so they select parameter combinations.
-DEFAULT_BENCH = {"cuda": [rf"\.time_\w+\(.*, ({GATED_BATCHES})\)$", r"\.track_"], "cpu": []}
+DEFAULT_BENCH = {
+    "cuda": [rf"{NOT_QUALITY}.*\.time_\w+\(.*, ({GATED_BATCHES})\)$", rf"{NOT_QUALITY}.*\.track_"],
+    "cpu": [NOT_QUALITY],
+}
 
 
 def known_commit(commit: str) -> bool:
@@ -75,7 +87,12 @@ def main(argv=None) -> int:
         default=[],
         help="override a benchmark attribute, as asv's -a (e.g. repeat=20; repeatable)",
     )
+    parser.add_argument(
+        "--quality", action="store_true", help=f"only the estimator-quality pass (factor {QUALITY_FACTOR})"
+    )
     args = parser.parse_args(argv)
+    if args.quality and args.bench:
+        parser.error("--quality and --bench choose different passes: give one of them")
     for commit in (args.base, args.head):
         if not known_commit(commit):
             parser.error(f"unknown commit {commit!r} (not a commit of this repository)")
@@ -83,16 +100,28 @@ def main(argv=None) -> int:
     for regex in args.bench:
         if not any(re.search(regex, name) for name in names):
             parser.error(f"--bench {regex!r} selects no benchmark (names look like {names[0]!r})")
+    if args.bench:
+        passes = [(args.bench, args.factor)]
+    elif args.quality:
+        passes = [([QUALITY], QUALITY_FACTOR)]
+    else:
+        passes = [(DEFAULT_BENCH[DEVICE], args.factor), ([QUALITY], QUALITY_FACTOR)]
+    statuses = [_continuous(args, benches, factor) for benches, factor in passes]
+    status = 2 if any(s not in (0, 1) for s in statuses) else max(statuses)
+    verdict = {0: "passed", 1: "FAILED: regression"}.get(status, f"FAILED: asv exited {status}")
+    factors = " and ".join(str(factor) for _, factor in passes)
+    print(f"\ngate {verdict} (factor {factors}, {args.base} -> {args.head})")
+    return status
+
+
+def _continuous(args, benches: list[str], factor: float) -> int:
+    """One ``asv continuous`` pass over ``benches`` at ``factor``; asv's exit status."""
     with tempfile.TemporaryDirectory(prefix="estimators-gate-") as scratch:
         config = scratch_config(Path(scratch), results_dir=f"{scratch}/results", html_dir=f"{scratch}/html")
-        command = ["continuous", f"--config={config}", f"--factor={args.factor}", "--split"]
-        benches = args.bench or DEFAULT_BENCH[DEVICE]
+        command = ["continuous", f"--config={config}", f"--factor={factor}", "--split"]
         command += [f"--bench={regex}" for regex in benches] + [f"--attribute={a}" for a in args.attribute]
         command += ["--show-stderr", args.base, args.head]
-        status = run_asv(asv_command(command))
-    verdict = {0: "passed", 1: "FAILED: regression"}.get(status, f"FAILED: asv exited {status}")
-    print(f"\ngate {verdict} (factor {args.factor}, {args.base} -> {args.head})")
-    return status
+        return run_asv(asv_command(command))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ PYTHON ?= python3
 # requirement would pull several GB of CUDA packages).
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: install install-browser test bench
+.PHONY: install install-browser test test-slow bench
 
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_CPU)"
@@ -21,8 +21,13 @@ install-browser:
 			     "sudo apt-get install chromium chromium-driver (the dashboard test needs them)" >&2; \
 		fi
 
-test: install install-browser
-	$(PYTHON) -m pytest -q
+# The tests in two processes (pytest-xdist) with a progress bar; the slow ones (asv, a browser, the Triton
+# interpreter, the compiled sweep) are test-slow's. CI (.ci/run) runs both README lines.
+test: install
+	$(PYTHON) -m pytest -m "not slow" -n 2
+
+test-slow: install install-browser
+	$(PYTHON) -m pytest -q -m slow
 
 bench: install
 	$(PYTHON) -m tools.run.bench

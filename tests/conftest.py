@@ -1,5 +1,7 @@
 """Shared fixtures: devices, model configurations, and TF32 off everywhere."""
 
+import os
+
 import pytest
 import torch
 
@@ -30,6 +32,10 @@ DEVICES = [
         marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")],
     ),
 ]
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test runs two workers on two cores: one thread each
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

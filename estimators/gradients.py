@@ -152,15 +152,17 @@ class GumbelRao(_OneHotEstimator):
 
     @staticmethod
     def logit_grad(logits, one_hot, uniform, tau, grad):
-        chosen = one_hot.bool()
-        log_z = torch.logsumexp(logits, dim=-1, keepdim=True)
+        # In fp32 at least: a 16-bit U' rounds to 1 within 2**-9 of it, and log(-log 1) is -inf.
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        theta, chosen = logits.to(dtype), one_hot.bool()
+        log_z = torch.logsumexp(theta, dim=-1, keepdim=True)
         total = 0
         for draw in range(GUMBEL_RAO_DRAWS):
-            log_e = torch.log(-torch.log(conditional_uniform(uniform, draw).to(logits.dtype)))
+            log_e = torch.log(-torch.log(conditional_uniform(uniform, draw).to(dtype)))
             log_e_chosen = torch.where(chosen, log_e, 0).sum(-1, keepdim=True)
-            z = torch.where(chosen, log_z - log_e_chosen, -torch.logaddexp(log_e - logits, log_e_chosen - log_z))
-            total = total + simplex_jvp(torch.softmax(z / tau, dim=-1), grad)
-        return total / (GUMBEL_RAO_DRAWS * tau)
+            z = torch.where(chosen, log_z - log_e_chosen, -torch.logaddexp(log_e - theta, log_e_chosen - log_z))
+            total = total + simplex_jvp(torch.softmax(z / tau, dim=-1), grad.to(dtype))
+        return (total / (GUMBEL_RAO_DRAWS * tau)).to(logits.dtype)
 
 
 ESTIMATOR_FUNCTIONS: dict[str, type[_OneHotEstimator]] = {

@@ -88,6 +88,7 @@ class StochasticTransformer(nn.Module):
         self._stochastic = tuple(m for m in self.modules() if isinstance(m, StochasticLinear))
 
     def stochastic_layers(self) -> list[StochasticLinear]:
+        """The model's ``StochasticLinear`` layers, as built (listed once; replacing one later is not seen)."""
         return list(self._stochastic)
 
     def reset_parameters(self, generator: torch.Generator) -> None:

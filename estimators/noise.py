@@ -187,7 +187,9 @@ def conditional_uniform(uniform: torch.Tensor, draw: int) -> torch.Tensor:
     with h = mix32(mix32(n ^ ka_m) ^ kb_m) and (ka_m, kb_m) = ``conditional_keys(m)``.
     So an estimator that needs more noise than the sample's (Gumbel-Rao's conditional
     draws) takes it from U alone: reproducible, batch-invariant, and the Triton kernels
-    recompute it from the same counters.
+    recompute it from the same counters. The draws depend on n alone, not on the element's
+    keys: two elements whose U agree (one pair in 2**23) get the same further draws. That
+    biases no element's expectation; it correlates the draws of such pairs.
     """
     counter = torch.floor(uniform.float() * 2.0**UNIFORM_BITS).to(torch.int64)
     ka, kb = conditional_keys(draw)

@@ -36,6 +36,7 @@ GUMBEL_SOFTMAX = tl.constexpr(2)
 GAPPED_STRAIGHT_THROUGH = tl.constexpr(3)
 GUMBEL_RAO = tl.constexpr(4)
 ESTIMATOR_CODES = {"ste": 0, "reinmax": 1, "gumbel": 2, "gst": 3, "gumbel_rao": 4}
+NO_NOISE = tl.constexpr(-1)  # the weight-gradient kernel's NOISE where no estimator's noise is summed
 NOISE_ESTIMATORS = ("gumbel", "gumbel_rao")  # their coefficient needs each sample's noise: summed per sample
 _CONDITIONAL_KEY = tl.constexpr(noise.CONDITIONAL_KEY)
 
@@ -270,9 +271,9 @@ def _masked_weight_grad_kernel(
     dy_ptr,  # [batch, time, out_features]
     x_ptr,  # [batch, time, in_features]
     mask_bits_ptr,  # uint8 [batch, mask_bytes]: sample b's K = 2 mask bits
-    logits_ptr,  # [out_features, in_features, 2] (read only when NOISE)
+    logits_ptr,  # [out_features, in_features, 2] (read only when NOISE is an estimator's code)
     out_ptr,  # fp32 [splits, 3, out_features, in_features]: the partial sums, one plane each
-    # The noise of sample first_sample + b (NOISE only): see _param_key.
+    # The noise of sample first_sample + b (read only when NOISE is an estimator's code): see _param_key.
     seed_ptr,
     key,
     first_sample,
@@ -316,10 +317,10 @@ def _masked_weight_grad_kernel(
     offs_t = tl.arange(0, BLOCK_T)
     tile_mask = (offs_o[:, None] < out_features) & (offs_i[None, :] < in_features)
     weight = offs_o[:, None] * in_features + offs_i[None, :]
-    if NOISE != 0:
+    if NOISE != NO_NOISE:  # the coefficient's math in fp32, whatever the logits' dtype
         param_key = _param_key(seed_ptr, key, SEED_ON_DEVICE)
-        theta0 = tl.load(logits_ptr + 2 * weight, mask=tile_mask, other=0.0)
-        theta1 = tl.load(logits_ptr + 2 * weight + 1, mask=tile_mask, other=0.0)
+        theta0 = tl.load(logits_ptr + 2 * weight, mask=tile_mask, other=0.0).to(tl.float32)
+        theta1 = tl.load(logits_ptr + 2 * weight + 1, mask=tile_mask, other=0.0).to(tl.float32)
     sum_all = tl.zeros((BLOCK_O, BLOCK_I), dtype=tl.float32)
     sum_set = tl.zeros((BLOCK_O, BLOCK_I), dtype=tl.float32)
     sum_alpha = tl.zeros((BLOCK_O, BLOCK_I), dtype=tl.float32)
@@ -368,7 +369,7 @@ def _masked_weight_grad_kernel(
     out = out_ptr + split.to(tl.int64) * 3 * plane + weight
     tl.store(out, sum_all, mask=tile_mask)
     tl.store(out + plane, sum_set, mask=tile_mask)
-    if NOISE != 0:
+    if NOISE != NO_NOISE:
         tl.store(out + 2 * plane, sum_alpha, mask=tile_mask)
 
 
@@ -377,7 +378,7 @@ def _param_grads_kernel(
     # Operands. Shapes in [brackets].
     partial_ptr,  # fp32 [splits, 3, n_weights]: _masked_weight_grad_kernel's partial sums
     weight_ptr,  # [out_features, in_features] (read only when HAS_DLOGITS)
-    logits_ptr,  # [out_features, in_features, 2] (read only for STE and REINMAX)
+    logits_ptr,  # [out_features, in_features, 2] (read only for STE, REINMAX and GAPPED_STRAIGHT_THROUGH)
     dw_ptr,  # [out_features, in_features]: dL/dW, stored in W's dtype (when HAS_DW)
     dlogits_ptr,  # [out_features, in_features, 2]: dL/dtheta, stored in the logits' dtype (when HAS_DLOGITS)
     # Sizes.
@@ -625,7 +626,7 @@ def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, targ
         *x.stride(),
         inv_tau,
         *codes,
-        NOISE=0 if estimator is None else ESTIMATOR_CODES[estimator],
+        NOISE=NO_NOISE.value if estimator is None else ESTIMATOR_CODES[estimator],
         SEED_ON_DEVICE=on_device,
         PRECISION=precision,
         DRAWS=GUMBEL_RAO_DRAWS,

@@ -155,3 +155,15 @@ def test_the_reduced_precision_and_dense_grids():
     assert grid.reduced_precision_skip_reason("ste", "fused", 16, "cpu")
     assert grid.dense_skip_reason("bf16", 16, "cuda") is None and grid.dense_skip_reason("bf16", 16, "cpu")
     assert grid.dense_skip_reason("fp32", 1, "cpu") is None and grid.dense_skip_reason("fp32", 8, "cpu")
+
+
+def test_a_quality_figure_missing_at_a_commit_is_n_a_from_setup():
+    """asv skips (n/a) only on NotImplementedError from setup; from a track_ method it is a failure."""
+    from benchmarks.bench_quality import GradientFidelity, PolynomialProgramming
+
+    figures = {("gst", 1.0): "estimator 'gst' does not exist at this commit", ("ste", 1.0): 0.25}
+    for benchmark in (GradientFidelity(), PolynomialProgramming()):
+        with pytest.raises(NotImplementedError, match="does not exist"):
+            benchmark.setup(figures, "gst", 1.0)
+        benchmark.setup(figures, "ste", 1.0)
+    assert PolynomialProgramming().track_excess_loss(figures, "ste", 1.0) == 0.25

@@ -181,3 +181,14 @@ def test_the_conditional_check_can_fail():
     rows = samples == 2
     standard_error = torch.sqrt(gumbel[rows].var(0) / rows.sum() + ste[rows].var(0) / rows.sum())
     assert not torch.all((gumbel[rows].mean(0) - ste[rows].mean(0)).abs() <= 5 * standard_error + 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_gumbel_rao_is_finite_in_16_bit_logits(dtype):
+    """Its conditional draws stay fp32: a 16-bit U' near 1 would round to 1, and log(-log 1) = -inf."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(20_000, 2, generator=gen).to(dtype).requires_grad_()
+    u = (torch.rand(20_000, 2, generator=gen) * 0.99 + 0.005).to(dtype)
+    d = estimators.estimate("gumbel_rao", logits, u, tau=0.5)
+    (d * torch.randn(20_000, 2, generator=gen).to(dtype)).sum().backward()
+    assert logits.grad.dtype == dtype and torch.isfinite(logits.grad).all()

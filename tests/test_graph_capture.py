@@ -49,7 +49,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA grap
 
 @needs_cuda
 @pytest.mark.parametrize("implementation", ["fused", "bmm"])
-@pytest.mark.parametrize("estimator", ["ste", "gumbel"])
+@pytest.mark.parametrize("estimator", ["ste", "gumbel", "gumbel_rao"])
 def test_a_device_seed_draws_the_int_seeds_masks(estimator, implementation):
     model = estimators.build_model("seed", device="cuda", seed=0)
     tokens = torch.randint(0, 4096, (3, 32), device="cuda", generator=torch.Generator("cuda").manual_seed(0))

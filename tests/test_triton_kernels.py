@@ -171,6 +171,8 @@ def test_kernel_param_grads_are_the_estimators_formulas(estimator, batch, device
     assert torch.allclose(dw.cpu(), (per_sample * masks).sum(0), rtol=1e-4, atol=1e-4)
     assert torch.allclose(dlogits.cpu(), want_dlogits, rtol=1e-4, atol=1e-4)
     only_logits = param_grads(need_weight=False)
+    only_weight = param_grads(need_logits=False)
+    assert only_weight[1] is None and torch.equal(only_weight[0], dw)
     assert only_logits[0] is None and torch.equal(only_logits[1], dlogits)
 
 

@@ -42,8 +42,10 @@ def test_kernels_under_the_interpreter():
         str(root / "test_noise.py"),
         str(root / "test_equivalence.py"),
         "-k",
-        # K = 3 runs fused's torch path (the kernels are K = 2): already covered by the plain run.
-        "(fused and not k3) or not test_equivalence",
+        # K = 3 runs fused's torch path (the kernels are K = 2): already covered by the plain run. The whole
+        # model for one estimator of each kernel path (ste: batch sums; gumbel_rao: per-sample noise); the
+        # kernel tests above cover every estimator's formula. (Five estimators took 9 of CI's 20 minutes.)
+        "(fused and not k3 and (ste or gumbel_rao)) or not test_equivalence",
     ]
     result = subprocess.run(command, env={**os.environ, "TRITON_INTERPRET": "1"}, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

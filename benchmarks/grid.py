@@ -120,3 +120,17 @@ def width_skip_reason(device: str) -> str | None:
 
 # Estimator quality (bench_quality, every machine): temperatures, and the problems' sizes (benchmarks/quality.py).
 QUALITY_TAUS = (0.5, 1.0, 2.0)
+
+# Data-parallel training (bench_data_parallel): eager steps on 1 and DATA_PARALLEL_WORLD GPUs, ste, on hosts with
+# that many GPUs.
+DATA_PARALLEL_WORLD = 2
+DATA_PARALLEL_IMPLEMENTATIONS = ("fused", "bmm", FLOOR, DENSE)
+DATA_PARALLEL_PRECISIONS = ("fp32", "bf16")
+DATA_PARALLEL_BATCHES = (16, 64)  # rows per GPU
+
+
+def data_parallel_skip_reason(device: str, gpus: int) -> str | None:
+    """Why the suite does not run the data-parallel benchmark on a machine, or None if it does."""
+    if device != "cuda" or gpus < DATA_PARALLEL_WORLD:
+        return f"data-parallel steps are benchmarked on hosts with {DATA_PARALLEL_WORLD} or more GPUs"
+    return None

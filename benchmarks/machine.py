@@ -36,6 +36,8 @@ DEVICE = _choose("ESTIMATORS_BENCH_DEVICE", "cuda" if torch.cuda.is_available() 
 # Not checked against this commit's presets: a commit without it shows n/a (workload.model), it does not fail
 # the import of the whole suite. tools/run/asv_project.py checks it against HEAD's presets.
 PRESET = os.environ.get("ESTIMATORS_BENCH_PRESET", DEFAULT_PRESET[DEVICE])
+# Counted through NVML (above), so the forkserver stays free of CUDA.
+GPUS = torch.cuda.device_count() if DEVICE == "cuda" else 0
 
 
 @functools.cache

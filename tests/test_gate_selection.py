@@ -47,3 +47,16 @@ def test_quality_has_its_own_pass(device):
     assert "bench_quality.GradientFidelity.track_relative_bias('reinmax', 1.0)" in quality
     assert not _selected(quality, DEFAULT_BENCH[device])
     assert _selected(quality | _names(Floor), [QUALITY]) == quality
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_default_gate_leaves_out_data_parallel(device):
+    """The data-parallel figures are eager wall times of several processes: compared only when selected."""
+    from benchmarks.bench_data_parallel import DataParallel
+    from benchmarks.bench_training import Floor
+    from tools.run.gate import DEFAULT_BENCH
+
+    data_parallel = _names(DataParallel)
+    assert "bench_data_parallel.DataParallel.track_inverse_scaling_efficiency('fp32', 'fused', 64)" in data_parallel
+    assert not _selected(data_parallel, DEFAULT_BENCH[device])
+    assert _selected(_names(Floor), DEFAULT_BENCH[device])

@@ -3,8 +3,8 @@
 - Links the host's torch into asv's environments: ESTIMATORS_HOST_SITE_PACKAGES
   names the site-packages of the python running this (read by
   tools/run/link_host_packages.py, asv's first build command).
-- Names the machine after its hardware and preset (``h100-80gb``, ``cpu-2core``;
-  a forced non-default preset is appended, ``cpu-2core-seed``), so results of
+- Names the machine after its hardware and preset (``h100-80gb``, ``h100-80gb-x2`` for a host
+  with two, ``cpu-2core-avx2``; a forced non-default preset is appended), so results of
   different presets never share a series. ESTIMATORS_ASV_MACHINE overrides it.
 - Registers that machine non-interactively (``asv machine --yes``, with the GPU,
   torch and CUDA versions in its description) and passes ``--machine`` to the
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.grid import DEFAULT_PRESET
-from benchmarks.machine import DEVICE, PRESET
+from benchmarks.machine import DEVICE, GPUS, PRESET
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS_WITH_MACHINE = {"run", "continuous", "compare", "find", "show"}
@@ -78,6 +78,8 @@ def machine_name() -> str:
     if DEVICE == "cuda":
         words = torch.cuda.get_device_name().lower().replace("nvidia", "").split()
         name = "-".join(words[:2])  # "NVIDIA H100 80GB HBM3" -> "h100-80gb"
+        if GPUS > 1:  # a multi-GPU host is a machine of its own (its host and interconnect differ)
+            name += f"-x{GPUS}"
     else:
         # The vector ISA torch's CPU kernels use (avx2, avx512, ...): 2-core VMs of different
         # hardware generations ran the same suite 2.6x apart, and must not share a series.

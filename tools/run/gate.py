@@ -40,12 +40,14 @@ from .asv_project import ROOT, asv_command, run_asv, scratch_config
 DEFAULT_FACTOR = {"cuda": 1.05, "cpu": 1.5}
 QUALITY_FACTOR = 1.02
 QUALITY = r"^bench_quality\."
-NOT_QUALITY = r"^(?!bench_quality\.)"
+# Not in the timing pass by default: quality (its own pass) and the data-parallel figures, eager wall times of
+# several processes (docs/BENCHMARKING.md gives their spread; select them with -b bench_data_parallel --factor F).
+TIMING_PASS = r"^(?!bench_quality\.|bench_data_parallel\.)"
 GATED_BATCHES = "|".join(str(batch) for batch in BATCHES if batch >= 8)
 # asv matches these against "name(param, ...)", so they select parameter combinations.
 DEFAULT_BENCH = {
-    "cuda": [rf"{NOT_QUALITY}.*\.time_\w+\(.*, ({GATED_BATCHES})\)$", rf"{NOT_QUALITY}.*\.track_"],
-    "cpu": [NOT_QUALITY],
+    "cuda": [rf"{TIMING_PASS}.*\.time_\w+\(.*, ({GATED_BATCHES})\)$", rf"{TIMING_PASS}.*\.track_"],
+    "cpu": [TIMING_PASS],
 }
 
 

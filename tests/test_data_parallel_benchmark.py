@@ -34,3 +34,23 @@ def test_a_failing_rank_fails_the_measurement():
 def test_fewer_than_two_gpus_is_na(device, gpus):
     assert "2 or more GPUs" in grid.data_parallel_skip_reason(device, gpus)
     assert grid.data_parallel_skip_reason("cuda", 2) is None
+
+
+def test_report_reads_steps_and_efficiency_from_the_tracks():
+    from tools.reporting.report import data_parallel_report
+    from tools.reporting.results import Measurement
+
+    class OneCell:  # Measurements' API: fused fp32 at 64 rows per GPU only
+        commit = "0" * 40
+        figures = {
+            "DataParallel.track_time_per_sample_1_gpu": 0.25,  # 16 ms a step of 64 rows
+            "DataParallel.track_time_per_sample_2_gpus": 0.125 * 1.25,  # 20 ms a step of 2 x 64 rows
+            "DataParallel.track_inverse_scaling_efficiency": 1.25,
+        }
+
+        def get(self, name, *params):
+            return Measurement(self.figures[name]) if name in self.figures and params == ("fp32", "fused", 64) else None
+
+    table = data_parallel_report(OneCell(), "two-gpus")
+    assert table.splitlines()[-1] == "| fp32 | fused | 64 | 16.00 | 20.00 | 0.156 | 0.800 |"
+    assert "no data-parallel results" in data_parallel_report(type("Empty", (OneCell,), {"figures": {}})(), "cpu")

@@ -11,7 +11,8 @@ nothing is timed here); then the speedup against ``current`` at batch 1, the
 per-sample speedup at larger batches and the ratio to the Floor benchmark.
 ``--reference`` instead compares the results with the reference run's figures;
 ``--quality`` prints the speed x quality table: per estimator, its fused step's
-cost against the Floor at batch 16 beside its quality figures (bench_quality).
+cost against the Floor at batch 16 beside its quality figures (bench_quality);
+``--data-parallel`` the data-parallel table (bench_data_parallel, multi-GPU machines).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ import torch
 import estimators
 from benchmarks.grid import (
     BATCHES,
+    DATA_PARALLEL_BATCHES,
+    DATA_PARALLEL_IMPLEMENTATIONS,
+    DATA_PARALLEL_PRECISIONS,
+    DATA_PARALLEL_WORLD,
     DENSE,
     ESTIMATORS,
     FLOOR,
@@ -344,6 +349,42 @@ def reference_comparison(measurements, machine: str, reference_path: str) -> str
     return "\n".join(out)
 
 
+def data_parallel_report(measurements, machine: str) -> str:
+    """Per precision, implementation and rows per GPU: the eager DDP step on 1 and N GPUs and the efficiency."""
+    out = [
+        f"Machine `{machine}`, commit `{measurements.commit[:8]}`: eager training steps of ste (bench_data_parallel), "
+        f"ms; efficiency = t(1 GPU) / t({DATA_PARALLEL_WORLD} GPUs) at the same rows per GPU.",
+        "",
+        f"| precision | implementation | rows per GPU | step, 1 GPU | step, {DATA_PARALLEL_WORLD} GPUs "
+        f"| per sample, {DATA_PARALLEL_WORLD} GPUs | efficiency |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for precision, implementation, rows in itertools.product(
+        DATA_PARALLEL_PRECISIONS, DATA_PARALLEL_IMPLEMENTATIONS, DATA_PARALLEL_BATCHES
+    ):
+        figures = [
+            measurements.get(f"DataParallel.{name}", precision, implementation, rows)
+            for name in (
+                "track_time_per_sample_1_gpu",
+                "track_time_per_sample_2_gpus",
+                "track_inverse_scaling_efficiency",
+            )
+        ]
+        if not any(figures):
+            continue
+        one, several, inverse = figures
+        cells = [
+            f"{one.median * rows:.2f}" if one else "n/a",
+            f"{several.median * rows * DATA_PARALLEL_WORLD:.2f}" if several else "n/a",
+            f"{several.median:.3f}" if several else "n/a",
+            f"{1 / inverse.median:.3f}" if inverse else "n/a",
+        ]
+        out.append(f"| {precision} | {implementation} | {rows} | " + " | ".join(cells) + " |")
+    if len(out) == 4:
+        out.append(f"(no data-parallel results: machines with {DATA_PARALLEL_WORLD} or more GPUs have them)")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -355,6 +396,7 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", action="store_true", help="Dense, Floor, fused, bmm in every precision")
     parser.add_argument("--reference", help="compare with the reference run's output (e.g. docs/reference-run.txt)")
     parser.add_argument("--quality", action="store_true", help="the speed x quality table of every estimator")
+    parser.add_argument("--data-parallel", action="store_true", help="the data-parallel table (multi-GPU machines)")
     args = parser.parse_args(argv)
     if args.machine is None:
         from ..run.asv_project import machine_name
@@ -368,6 +410,8 @@ def main(argv=None) -> int:
         print(precision_report(measurements, args.machine))
     elif args.quality:
         print(quality_report(measurements, args.machine))
+    elif args.data_parallel:
+        print(data_parallel_report(measurements, args.machine))
     elif args.markdown:
         print(markdown_report(measurements, args.machine, preset))
     else:

@@ -121,6 +121,8 @@ MATMUL_SWEEP = [
     dict(BLOCK_T=128, BLOCK_N=128, BLOCK_K=64, num_warps=8),
     dict(BLOCK_T=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=4),
     dict(BLOCK_T=64, BLOCK_N=128, BLOCK_K=64, num_warps=4, num_stages=4),
+    dict(BLOCK_T=128, BLOCK_N=128, BLOCK_K=32, num_warps=8, num_stages=4),
+    dict(BLOCK_T=128, BLOCK_N=256, BLOCK_K=32, num_warps=8, num_stages=3),
 ]
 WEIGHT_GRAD_SWEEP = [
     dict(BLOCK_O=32, BLOCK_I=64, BLOCK_T=32, num_warps=4),
@@ -130,6 +132,10 @@ WEIGHT_GRAD_SWEEP = [
     dict(BLOCK_O=128, BLOCK_I=128, BLOCK_T=64, num_warps=8),
     dict(BLOCK_O=128, BLOCK_I=64, BLOCK_T=64, num_warps=4),
     dict(BLOCK_O=64, BLOCK_I=64, BLOCK_T=128, num_warps=4),
+    dict(BLOCK_O=128, BLOCK_I=128, BLOCK_T=32, num_warps=8),
+    dict(BLOCK_O=128, BLOCK_I=128, BLOCK_T=32, num_warps=8, num_stages=4),
+    dict(BLOCK_O=128, BLOCK_I=64, BLOCK_T=32, num_warps=4, num_stages=4),
+    dict(BLOCK_O=64, BLOCK_I=128, BLOCK_T=32, num_warps=4, num_stages=4),
 ]
 
 
@@ -139,8 +145,13 @@ def _say(report, line):
     print(line, flush=True)
 
 
-def kernel_sweep(report, batches=(16, 64), dtypes=("fp32", "bf16")):
-    """The fused kernels alone at the seed preset's layer shape, under several tiles, dtypes and precisions."""
+def layer_shapes(width: int) -> list[tuple[int, int]]:
+    """(out, in) of the stochastic layers of a model of d_model ``width`` (d_ff = 4 width): attention, MLP up, down."""
+    return [(width, width), (4 * width, width), (width, 4 * width)]
+
+
+def kernel_sweep(report, batches=(16, 64), dtypes=("fp32", "bf16"), widths=(512,), precisions=("tf32x3", "tf32")):
+    """The fused kernels alone at the layer shapes of ``widths``, under several tiles, dtypes and precisions."""
     import triton.testing
 
     from estimators import sampler
@@ -149,27 +160,28 @@ def kernel_sweep(report, batches=(16, 64), dtypes=("fp32", "bf16")):
     bench = lambda fn: triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median")  # noqa: E731
     relative = lambda got, want: ((got.double() - want).norm() / want.norm()).item()  # noqa: E731
     torch_dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    time_, width, codes = 128, 512, (0.0, 1.0)
-    weight = torch.randn(width, width, device="cuda")
-    bias = torch.randn(width, device="cuda")
-    logits = torch.randn(width, width, 2, device="cuda")
-    for batch, dtype in itertools.product(batches, dtypes):
-        x = torch.randn(batch, time_, width, device="cuda").to(torch_dtypes[dtype])
-        dy = torch.randn(batch, time_, width, device="cuda").to(torch_dtypes[dtype])
+    time_, codes = 128, (0.0, 1.0)
+    shapes = [shape for width in widths for shape in layer_shapes(width)]
+    for (out_features, in_features), batch, dtype in itertools.product(shapes, batches, dtypes):
+        weight = torch.randn(out_features, in_features, device="cuda")
+        bias = torch.randn(out_features, device="cuda")
+        logits = torch.randn(out_features, in_features, 2, device="cuda")
+        x = torch.randn(batch, time_, in_features, device="cuda").to(torch_dtypes[dtype])
+        dy = torch.randn(batch, time_, out_features, device="cuda").to(torch_dtypes[dtype])
         bits = sampler.draw_bits(logits, 0, 0, range(batch))
-        w_b = (weight * sampler.unpack_bits(bits, (width, width)).float()).to(x.dtype)
+        w_b = (weight * sampler.unpack_bits(bits, (out_features, in_features)).float()).to(x.dtype)
         want_y = torch.baddbmm(bias.double(), x.double(), w_b.double().transpose(1, 2))
         want_g = torch.bmm(dy.double().transpose(1, 2), x.double()).sum(0)
-        _say(report, f"\nkernels alone, {dtype}, batch {batch}, T {time_}, {width}x{width} (median ms)")
-        cublas_forward = bench(lambda: torch.baddbmm(bias.to(x.dtype), x, w_b.transpose(1, 2)))
-        cublas_dense = bench(lambda: torch.nn.functional.linear(x, w_b[0], bias.to(x.dtype)))
+        del w_b  # B masked copies: only the reference needs them
+        w_one = (weight * sampler.unpack_bits(bits[:1], (out_features, in_features)).float()).to(x.dtype)
+        shape = f"out {out_features} x in {in_features}"
+        _say(report, f"\nkernels alone, {dtype}, batch {batch}, T {time_}, {shape} (median ms)")
+        cublas_dense = bench(lambda: torch.nn.functional.linear(x, w_one[0], bias.to(x.dtype)))
+        cublas_dx = bench(lambda: dy @ w_one[0])
         cublas_dw = bench(lambda: dy.flatten(0, 1).T @ x.flatten(0, 1))
-        _say(
-            report,
-            f"  cuBLAS: bmm forward {cublas_forward:.4f}, one-mask forward {cublas_dense:.4f}, dW {cublas_dw:.4f}",
-        )
+        _say(report, f"  cuBLAS, one mask: forward {cublas_dense:.4f}, dx {cublas_dx:.4f}, dW {cublas_dw:.4f}")
         _say(report, f"  sampler (bits) {bench(lambda: sampler.draw_bits(logits, 0, 0, range(batch))):.4f}")
-        for precision in ("tf32x3", "tf32") if dtype == "fp32" else ("tf32x3",):
+        for precision in precisions if dtype == "fp32" else ("tf32x3",):
             for tiles in MATMUL_SWEEP:
                 options = dict(tiles=tiles, precision=precision)
                 try:
@@ -218,6 +230,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--sweep", nargs="*", choices=("fp32", "bf16", "fp16"), help="the fused kernels alone, per dtype"
     )
+    parser.add_argument("--sweep-widths", type=int, nargs="+", default=[512], help="d_model of the swept layers")
+    parser.add_argument("--sweep-precisions", nargs="+", default=["tf32x3", "tf32"], choices=("tf32x3", "tf32"))
     parser.add_argument("--overhead", action="store_true", help="host cost per step of a tiny model")
     parser.add_argument("--skip-table", action="store_true")
     parser.add_argument("--profile", nargs="*", default=[], help="estimator/implementation pairs at the largest batch")
@@ -259,7 +273,7 @@ def main(argv=None) -> int:
     if args.overhead:
         launch_overhead(report)
     if args.sweep:
-        kernel_sweep(report, batches=args.batches, dtypes=args.sweep)
+        kernel_sweep(report, args.batches, args.sweep, args.sweep_widths, args.sweep_precisions)
     for pair in args.profile:
         estimator, implementation = pair.split("/")
         profile_step(estimator, implementation, max(args.batches), report)

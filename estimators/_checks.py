@@ -17,10 +17,13 @@ def check_choice(kind: str, value: object, choices: Collection[str]) -> None:
 
 
 def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    """Return ``value`` as an int (any integer type: Python, numpy, a 0-d integer tensor; not bool) in [low, high]."""
+    """Return ``value`` as an int (any integer type: Python, numpy, a 0-d integer tensor; no bool) in [low, high]."""
     try:
-        if isinstance(value, bool):
-            raise TypeError
+        if isinstance(value, bool) or (
+            isinstance(value, torch.Tensor)
+            and (value.dim() != 0 or value.dtype == torch.bool or value.is_floating_point() or value.is_complex())
+        ):
+            raise TypeError  # operator.index takes a one-element tensor of any shape, and True as 1
         number = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})") from None
@@ -59,31 +62,77 @@ def check_seed(seed: object, device: torch.device | None = None) -> int | torch.
         ) from None
 
 
+DEVICE_TYPES = ("cpu", "cuda")
+
+
+def check_device(device: object) -> torch.device:
+    """Return ``device`` as a torch.device of a type the package runs on (``DEVICE_TYPES``) that exists here."""
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}")
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}") from None
+    if parsed.type not in DEVICE_TYPES:
+        raise ValueError(f"device type {parsed.type!r} is not supported; valid choices: {', '.join(DEVICE_TYPES)}")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' is not available here (torch.cuda.is_available() is False); use 'cpu'")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"device {parsed} does not exist: this host has {torch.cuda.device_count()} CUDA devices")
+    return parsed
+
+
 def check_codebook(codebook: object, num_categories: int) -> tuple[float, ...]:
     """Return the codebook as floats: a sequence of ``num_categories`` finite real numbers."""
     if isinstance(codebook, (str, bytes)) or not isinstance(codebook, Sequence):
         raise TypeError(f"codebook must be a sequence of numbers, got {codebook!r}")
     if len(codebook) != num_categories:
         raise ValueError(f"codebook needs num_categories={num_categories} values, got {len(codebook)}")
-    if not all(isinstance(c, numbers.Real) and not isinstance(c, bool) and math.isfinite(c) for c in codebook):
-        raise ValueError(f"codebook values must be finite real numbers, got {codebook!r}")
+    largest = torch.finfo(torch.float32).max  # the masks are applied in float32
+    if not all(isinstance(c, numbers.Real) and not isinstance(c, bool) and abs(c) <= largest for c in codebook):
+        raise ValueError(
+            f"codebook values must be real numbers finite in float32 (|c| <= {largest:.3g}), got {codebook!r}"
+        )
     return tuple(float(c) for c in codebook)
 
 
-def check_tau_scale(largest_logit: float, tau: float, dtype: torch.dtype) -> None:
-    """Raise unless logits / tau stays finite in ``dtype`` (``largest_logit``: max |logit|)."""
+# Largest |Gumbel perturbation| an estimator adds to a logit before dividing by tau: -log(-log U) lies in
+# [-2.8, 16.7] for U in [2**-24, 1 - 2**-24] (fp32 noise; fp16's is narrower), and Gumbel-Rao's conditional
+# draws add at most log K more (log Z <= max theta + log K), so 20 + log K bounds both.
+NOISE_MARGIN = 20.0
+
+
+def tau_scale_margin(estimator_needs_noise: bool, categories: int) -> float:
+    """What an estimator may add to max |logit| before dividing by tau (``NOISE_MARGIN``), or 0."""
+    return NOISE_MARGIN + math.log(categories) if estimator_needs_noise else 0.0
+
+
+def check_tau_scale(largest_logit: float, tau: float, dtype: torch.dtype, margin: float = 0.0) -> None:
+    """Raise unless (max |logit| + ``margin``) / tau and 1 / tau stay finite in ``dtype``.
+
+    ``margin``: the noise an estimator adds to a logit (``tau_scale_margin``); the suggested tau is
+    rounded up, so it passes.
+    """
     limit = torch.finfo(dtype).max
-    if largest_logit / tau > limit:
+    scale = max(largest_logit + margin, 1.0)
+    if scale / tau > limit:
+        smallest = scale / limit
+        exponent = math.floor(math.log10(smallest)) - 2
+        suggested = math.ceil(smallest / 10**exponent) * 10**exponent  # 3 significant digits, rounded up
         raise ValueError(
-            f"tau={tau!r} is too small for logits of magnitude {largest_logit:.3g}: logits / tau overflows "
-            f"{dtype} (max {limit:.3g}); use tau >= {largest_logit / limit:.3g}"
+            f"tau={tau!r} is too small for logits of magnitude {largest_logit:.3g}: (|logits| + noise {margin:.3g}) "
+            f"/ tau or 1 / tau overflows {dtype} (max {limit:.3g}); use tau >= {suggested:.3g}"
         )
 
 
-def check_logits_and_noise(logits: torch.Tensor, uniform: torch.Tensor, tau: float) -> None:
-    """Logits [..., K] (floating, K >= 2, finite, logits / tau finite); noise in (0, 1), their shape, dtype, device."""
+def check_logits_and_noise(logits: torch.Tensor, uniform: torch.Tensor, tau: float, needs_noise: bool) -> None:
+    """Logits [..., K] (floating, K >= 2, finite, on a real device; ``check_tau_scale`` with the estimator's noise
+    margin where ``needs_noise``); noise in (0, 1), of their shape, dtype and device."""
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor, got {_describe(logits)}")
+    if logits.device.type == "meta":
+        raise ValueError("logits must be on a real device, not 'meta': a sample needs their values")
     if logits.dim() < 1 or logits.shape[-1] < 2:
         raise ValueError(f"logits must have K >= 2 categories on the last axis, got shape {tuple(logits.shape)}")
     if not isinstance(uniform, torch.Tensor):
@@ -104,7 +153,7 @@ def check_logits_and_noise(logits: torch.Tensor, uniform: torch.Tensor, tau: flo
         raise ValueError("logits must be finite (no NaN or inf); mask a category with a large negative logit")
     if not noise_inside:
         raise ValueError("uniform noise must lie in the open interval (0, 1)")
-    check_tau_scale(largest, tau, logits.dtype)
+    check_tau_scale(largest, tau, logits.dtype, tau_scale_margin(needs_noise, logits.shape[-1]))
 
 
 def check_tokens(tokens: object, vocab_size: int, seq_len: int, device: torch.device) -> None:
@@ -125,8 +174,11 @@ def check_tokens(tokens: object, vocab_size: int, seq_len: int, device: torch.de
         raise ValueError(f"tokens must be [batch >= 1, 1 <= time <= {seq_len}], got shape {tuple(tokens.shape)}")
 
 
-def check_step_values(tokens: torch.Tensor, vocab_size: int, mask_logits: list[torch.Tensor], tau: float) -> None:
-    """Token ids in [0, vocab_size); mask logits finite, and logits / tau finite in fp32 (the estimators' dtype).
+def check_step_values(
+    tokens: torch.Tensor, vocab_size: int, mask_logits: list[torch.Tensor], tau: float, margin: float
+) -> None:
+    """Token ids in [0, vocab_size); mask logits finite; ``check_tau_scale`` in fp32 (the estimators' dtype)
+    with the estimator's noise ``margin``.
 
     One device synchronisation for all of it. While a CUDA graph is being
     captured (where synchronising is illegal) nothing is checked.
@@ -141,7 +193,7 @@ def check_step_values(tokens: torch.Tensor, vocab_size: int, mask_logits: list[t
         raise ValueError(f"token ids must lie in [0, {vocab_size}); got min {low:.0f}, max {high:.0f}")
     if not math.isfinite(largest):
         raise ValueError("the model's mask logits are not finite (NaN or inf): masks cannot be drawn from them")
-    check_tau_scale(largest, tau, torch.float32)
+    check_tau_scale(largest, tau, torch.float32, margin)
 
 
 def _describe(value: object) -> str:

@@ -26,7 +26,8 @@ def data_parallel_offset(local_batch: int, rank: int | None = None) -> int:
             is initialised).
 
     Returns:
-        the global sample index of this rank's first row.
+        the global sample index of this rank's first row; ValueError where the rank's rows would pass
+        the noise's 2**32 sample indices.
 
     Example::
 
@@ -38,4 +39,9 @@ def data_parallel_offset(local_batch: int, rank: int | None = None) -> int:
     if rank is None:
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     rank = _checks.check_int("rank", rank, 0)
+    if (rank + 1) * local_batch > 2**32:
+        raise ValueError(
+            f"rank {rank} x local_batch {local_batch}: its rows' sample indices would pass 2**32, the noise's "
+            "sample counter (the model's sample_offset must lie in [0, 2**32 - batch])"
+        )
     return rank * local_batch

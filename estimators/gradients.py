@@ -194,8 +194,9 @@ def estimate(name: str, logits: torch.Tensor, uniform: torch.Tensor, tau: float 
         D, one-hot ``[..., K]`` in the logits' dtype; differentiable with respect to ``logits``.
 
     Raises:
-        ValueError: an unknown ``name`` (the error lists the valid ones), tau <= 0, NaN logits,
-            noise outside (0, 1) or of another shape or device.
+        ValueError: an unknown ``name`` (the error lists the valid ones), tau <= 0, non-finite logits, a tau
+            so small that the estimator's (logits + noise) / tau or 1 / tau overflows the logits' dtype, noise
+            outside (0, 1) or of another shape or device, meta tensors.
         TypeError: non-floating logits, or noise of another dtype.
 
     Example::
@@ -208,6 +209,6 @@ def estimate(name: str, logits: torch.Tensor, uniform: torch.Tensor, tau: float 
     """
     _checks.check_choice("estimator", name, ESTIMATORS)
     tau = _checks.check_tau(tau)
-    _checks.check_logits_and_noise(logits, uniform, tau)
+    _checks.check_logits_and_noise(logits, uniform, tau, ESTIMATOR_FUNCTIONS[name].needs_uniform)
     index = sample_index(logits.detach(), uniform)
     return ESTIMATOR_FUNCTIONS[name].apply(logits, index, uniform, tau)

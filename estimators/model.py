@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from . import _checks, implementations
 from .config import PRESETS, ModelConfig
-from .gradients import ESTIMATORS
+from .gradients import ESTIMATOR_FUNCTIONS, ESTIMATORS
 from .implementations import FLOOR, IMPLEMENTATIONS, MaskDraw
 
 PROJECTIONS = ("q", "k", "v", "o")
@@ -159,7 +159,10 @@ class StochasticTransformer(nn.Module):
         except (TypeError, ValueError):
             raise ValueError(f"sample_offset must be an int in [0, 2**32 - batch], got {sample_offset!r}") from None
         implementations.check_batch(implementation, batch)
-        _checks.check_step_values(tokens, self.config.vocab_size, [layer.logits for layer in self._stochastic], tau)
+        margin = _checks.tau_scale_margin(ESTIMATOR_FUNCTIONS[estimator].needs_uniform, self.config.num_categories)
+        _checks.check_step_values(
+            tokens, self.config.vocab_size, [layer.logits for layer in self._stochastic], tau, margin
+        )
 
         draw = MaskDraw(estimator, implementation, tau, seed, range(sample_offset, sample_offset + batch))
         positions = torch.arange(time, device=tokens.device)
@@ -172,17 +175,23 @@ class StochasticTransformer(nn.Module):
 def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """The training loss: cross-entropy of ``logits[:, t]`` [B, T, vocab] against ``tokens[:, t + 1]`` [B, T].
 
-    Needs T >= 2 (a next token to predict). Token ids are not range-checked here (the model's forward
-    checks them); every target counts (no id is ignored).
+    Needs B >= 1, T >= 2 (a next token to predict) and vocab >= 1, with logits and tokens on one device.
+    Every target counts (no id is ignored). Token ids are not range-checked here: that would synchronise
+    the device a second time each step, and the model's forward has checked the tokens it ran on; an id
+    outside [0, vocab) raises torch's IndexError on the CPU (a device-side assert on CUDA).
     """
-    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() != 3:
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor [B, T, vocab], got {_checks._describe(logits)}")
+    if logits.dim() != 3 or logits.shape[-1] < 1:
+        raise ValueError(f"logits must have shape [B, T, vocab >= 1], got {tuple(logits.shape)}")
     if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"tokens must be a torch.int64 or torch.int32 tensor, got {_checks._describe(tokens)}")
     if tuple(tokens.shape) != tuple(logits.shape[:2]):
         raise ValueError(f"tokens {tuple(tokens.shape)} must be the logits' [B, T] {tuple(logits.shape[:2])}")
-    if tokens.shape[1] < 2:
-        raise ValueError(f"next-token loss needs T >= 2 tokens a row, got T = {tokens.shape[1]}")
+    if tokens.device != logits.device:
+        raise ValueError(f"tokens are on {tokens.device}, the logits on {logits.device}: move one to the other")
+    if tokens.shape[0] < 1 or tokens.shape[1] < 2:
+        raise ValueError(f"next-token loss needs B >= 1 rows of T >= 2 tokens, got [B, T] = {tuple(tokens.shape)}")
     _checks.check_choice("reduction", reduction, ("mean", "sum", "none"))
     vocab = logits.shape[-1]
     targets = tokens[:, 1:].reshape(-1).long()
@@ -217,9 +226,7 @@ def build_model(preset: str | ModelConfig, device: str | torch.device = "cpu", s
         _checks.check_choice("preset", preset, PRESETS)
         config = PRESETS[preset]
     seed = _checks.check_seed(seed)
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' is not available here (torch.cuda.is_available() is False); use 'cpu'")
+    device = _checks.check_device(device)
     with torch.random.fork_rng(devices=[]):  # the modules' default init must not move the caller's RNG
         model = StochasticTransformer(config)
     model.reset_parameters(torch.Generator().manual_seed(seed))

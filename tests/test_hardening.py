@@ -56,6 +56,45 @@ def test_a_small_but_representable_tau_gives_finite_gradients(name):
     assert torch.isfinite(logits.grad).all()
 
 
+# The noise estimators add a Gumbel perturbation (|G| <= 17) before dividing by tau: the check allows for it.
+@pytest.mark.parametrize(("dtype", "tau"), [(torch.float32, 3e-38), (torch.float32, 3e-39), (torch.float16, 2e-5)])
+@pytest.mark.parametrize("name", ["gumbel", "gumbel_rao"])
+def test_estimate_refuses_a_tau_whose_noisy_logits_over_tau_overflow(name, dtype, tau):
+    logits = torch.rand(8, 2).to(dtype)  # |logits| <= 1: logits / tau alone would pass
+    with pytest.raises(ValueError, match="too small"):
+        estimators.estimate(name, logits, _noise((8, 2), dtype), tau=tau)
+
+
+@pytest.mark.parametrize("name", estimators.ESTIMATORS)
+@pytest.mark.parametrize(
+    ("dtype", "magnitude"), [(torch.float16, 59968.0), (torch.float32, 1e30), (torch.bfloat16, 1e30)]
+)
+def test_the_tau_the_error_suggests_passes_and_gives_finite_gradients(name, dtype, magnitude):
+    logits = torch.tensor([[magnitude, -magnitude], [1.0, 0.0]], dtype=dtype)
+    with pytest.raises(ValueError, match="too small") as refused:
+        estimators.estimate(name, logits, _noise((2, 2), dtype), tau=1e-45 if dtype != torch.float16 else 1e-8)
+    suggested = float(str(refused.value).rsplit("tau >= ", 1)[1])
+    logits.requires_grad_(True)
+    d = estimators.estimate(name, logits, _noise((2, 2), dtype), tau=suggested)
+    (d * torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=dtype)).sum().backward()
+    assert torch.isfinite(logits.grad).all(), logits.grad
+
+
+@pytest.mark.parametrize("estimator", ["gumbel", "gumbel_rao", "ste"])
+@pytest.mark.parametrize("implementation", ["bmm", "fused"])
+def test_the_model_refuses_a_tau_whose_noisy_logits_overflow(estimator, implementation):
+    model = estimators.build_model(CONFIGS["tiny"])
+    tokens = random_tokens(CONFIGS["tiny"], 2, 0)
+    with pytest.raises(ValueError, match="too small"):
+        model(tokens, estimator=estimator, implementation=implementation, seed=0, tau=3e-39)
+
+
+def test_estimate_refuses_meta_tensors():
+    logits = torch.randn(4, 2, device="meta")
+    with pytest.raises(ValueError, match="meta"):
+        estimators.estimate("ste", logits, torch.rand(4, 2, device="meta"))
+
+
 # Numbers users pass: numpy and 0-d integer tensors are numbers too; bool is not.
 def test_numpy_numbers_are_accepted_everywhere():
     config = estimators.ModelConfig(
@@ -78,11 +117,27 @@ def test_numpy_numbers_are_accepted_everywhere():
     estimators.estimate("gumbel", torch.randn(3, 2), _noise((3, 2)), tau=np.float64(2.0))
 
 
-@pytest.mark.parametrize("seed", [True, -1, 2**64, 1.5, "1", np.float64(3.0)])
+BAD_SEEDS = [True, -1, 2**64, 1.5, "1", np.float64(3.0), np.bool_(True), torch.tensor(True), torch.tensor([5])]
+BAD_SEEDS += [torch.tensor([[5]]), torch.tensor(5.0), torch.tensor(2, dtype=torch.uint8).expand(2)]
+
+
+@pytest.mark.parametrize("seed", BAD_SEEDS)
 def test_bad_seeds_are_refused(seed):
     model = estimators.build_model(CONFIGS["tiny"])
     with pytest.raises(ValueError, match="seed"):
         model(random_tokens(CONFIGS["tiny"], 1, 0), estimator="ste", implementation="bmm", seed=seed)
+    with pytest.raises(ValueError, match="seed"):
+        estimators.build_model(CONFIGS["tiny"], seed=seed)
+
+
+def test_integer_tensors_of_every_integer_dtype_are_seeds():
+    model = estimators.build_model(CONFIGS["tiny"])
+    tokens = random_tokens(CONFIGS["tiny"], 1, 0)
+    want = model(tokens, estimator="ste", implementation="bmm", seed=7)
+    for dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        assert torch.equal(
+            model(tokens, estimator="ste", implementation="bmm", seed=torch.tensor(7, dtype=dtype)), want
+        )
 
 
 @pytest.mark.parametrize("offset", [True, 1.0, np.float32(2), -1, 2**32, "0"])
@@ -105,6 +160,9 @@ def test_bad_sample_offsets_are_refused(offset):
         (dict(codebook=(0.0, NAN)), ValueError, "finite"),
         (dict(codebook=(0.0, INF)), ValueError, "finite"),
         (dict(codebook=(0.0, "1")), ValueError, "finite"),
+        (dict(codebook=(1e308, -1e308)), ValueError, "finite in float32"),
+        (dict(codebook=(0.0, 3.5e38)), ValueError, "finite in float32"),
+        (dict(codebook=(0.0, True)), ValueError, "finite"),
         (dict(codebook=(0.0,)), ValueError, "needs num_categories=2"),
     ],
 )
@@ -142,6 +200,23 @@ def test_cuda_without_a_gpu_is_a_clear_error():
         estimators.build_model(CONFIGS["tiny"], device="cuda")
 
 
+@pytest.mark.parametrize(
+    ("device", "error", "match"),
+    [
+        ("mps", ValueError, "not supported; valid choices: cpu, cuda"),
+        ("xpu", ValueError, "not supported; valid choices: cpu, cuda"),
+        ("meta", ValueError, "not supported; valid choices: cpu, cuda"),
+        ("gpu", ValueError, "device must be 'cpu', 'cuda'"),
+        (0, TypeError, "device must be 'cpu', 'cuda'"),
+        (None, TypeError, "device must be 'cpu', 'cuda'"),
+        ("cuda:99", ValueError, "not available|does not exist"),
+    ],
+)
+def test_build_model_refuses_devices_it_cannot_run_on(device, error, match):
+    with pytest.raises(error, match=match):
+        estimators.build_model(CONFIGS["tiny"], device=device)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_tokens_on_another_device_than_the_model_are_refused():
@@ -166,6 +241,28 @@ def test_fused_refuses_double_backward_and_bmm_supports_it():
             assert torch.isfinite(second).all()
 
 
+@pytest.mark.parametrize("implementation", ["bmm", "einsum", "loop", "vmap"])
+def test_double_backward_before_attention_needs_torchs_math_attention(implementation):
+    """torch's fused CPU attention has no double backward; its math backend has (DESIGN.md, "Bad input")."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = estimators.build_model(CONFIGS["tiny"])
+    tokens = random_tokens(CONFIGS["tiny"], 2, 0)
+    first = model.blocks[0].attn.q.logits
+    with sdpa_kernel(SDPBackend.MATH):
+        logits = model(tokens, estimator="reinmax", implementation=implementation, seed=1)
+        (grad,) = torch.autograd.grad(estimators.next_token_loss(logits, tokens), first, create_graph=True)
+        (second,) = torch.autograd.grad(grad.square().sum(), first)
+    assert torch.isfinite(second).all() and second.abs().sum() > 0
+
+
+def test_data_parallel_offset_refuses_ranks_past_the_sample_counter():
+    assert estimators.data_parallel_offset(2**31, rank=1) == 2**31
+    for local_batch, rank in [(2**31, 3), (2**31, 2), (1, 2**32)]:
+        with pytest.raises(ValueError, match="2\\*\\*32"):
+            estimators.data_parallel_offset(local_batch, rank=rank)
+
+
 # The training loss.
 def test_next_token_loss_needs_a_next_token_and_matching_shapes():
     logits = torch.randn(2, 5, 7)
@@ -178,6 +275,14 @@ def test_next_token_loss_needs_a_next_token_and_matching_shapes():
         estimators.next_token_loss(logits, tokens, reduction="avg")
     with pytest.raises(TypeError, match="tokens must be"):
         estimators.next_token_loss(logits, tokens.float())
+    with pytest.raises(ValueError, match=r"shape \[B, T, vocab >= 1\]"):
+        estimators.next_token_loss(logits[0], tokens[0])
+    with pytest.raises(ValueError, match=r"shape \[B, T, vocab >= 1\]"):
+        estimators.next_token_loss(logits[..., :0], tokens)
+    with pytest.raises(ValueError, match="B >= 1"):
+        estimators.next_token_loss(logits[:0], tokens[:0])
+    with pytest.raises(ValueError, match="tokens are on meta, the logits on cpu"):
+        estimators.next_token_loss(logits, tokens.to("meta"))
 
 
 def test_next_token_loss_ignores_no_target():
@@ -209,6 +314,19 @@ def test_a_commit_without_the_preset_is_not_applicable(monkeypatch):
         (["tools.run.bench", "--commits", "-1"], "--commits"),
         (["tools.probes.floor", "--preset", "nope"], "invalid choice"),
         (["tools.probes.floor", "--tflops", "0"], "--tflops"),
+        (["tools.run.gate", "HEAD", "HEAD", "-b", "("], "not a regular expression"),
+        (["tools.reporting.spread", "--machine", "no-such-machine"], "no results for machine"),
+        (["tools.reporting.spread", "--machine", "cpu-2core-avx2", "--min-batch", "-5"], "--min-batch"),
+        (["tools.reporting.report", "--machine", ""], "no results for machine ''"),
+        (["tools.reporting.report", "--machine", "cpu-2core-avx2", "--commit", "fffffff"], "matches 0 result sets"),
+        (
+            ["tools.reporting.report", "--machine", "h100-80gb", "--reference", "docs/BENCHMARKING.md"],
+            "no reference-run",
+        ),
+        (["tools.reporting.report", "--machine", "h100-80gb", "--reference", "missing.txt"], "no reference run at"),
+        (["tools.probes.ddp_scaling", "--out", "x.json", "--worlds", "0"], "--worlds"),
+        (["tools.probes.ddp_scaling", "--out", "x.json", "--device", "cpu", "--steps", "0"], "--steps"),
+        (["tools.probes.ddp_scaling", "--out", "x.json", "--implementations", "bogus"], "invalid choice"),
     ],
 )
 def test_tools_refuse_bad_arguments(command, message):
@@ -217,10 +335,17 @@ def test_tools_refuse_bad_arguments(command, message):
     assert message in result.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is missing")
+@pytest.mark.parametrize("probe", ["tools.probes.host_cost", "tools.probes.profile_gpu"])
+def test_gpu_probes_say_they_need_cuda(probe, tmp_path):
+    result = subprocess.run([sys.executable, "-m", probe, "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert result.returncode == 2 and "needs a CUDA device" in result.stderr, result.stderr
+
+
 def test_report_refuses_a_missing_reference_and_leaves_out_invalid_values(tmp_path):
     from tools.reporting import reference_run, results
 
-    with pytest.raises(SystemExit, match="no reference run"):
+    with pytest.raises(LookupError, match="no reference run"):
         reference_run.parse_reference_run(tmp_path / "missing.txt")
 
     class FakeResults:  # asv's Results API, as Measurements reads it
@@ -230,13 +355,13 @@ def test_report_refuses_a_missing_reference_and_leaves_out_invalid_values(tmp_pa
             return ["bench.T.time_x"]
 
         def get_result_params(self, name):
-            return [["1", "2", "3", "4"]]
+            return [["1", "2", "3", "4", "5", "6"]]
 
         def get_result_value(self, name, params):
-            return [0.5, -1.0, "x", None]
+            return [0.5, -1.0, "x", None, INF, True]
 
         def get_result_stats(self, name, params):
-            return [None] * 4
+            return [None] * 6
 
     with pytest.warns(UserWarning, match="invalid value"):
         measurements = results.Measurements(FakeResults())

@@ -14,6 +14,8 @@ import argparse
 import itertools
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -21,28 +23,39 @@ import torch
 import estimators
 from benchmarks import data_parallel, grid
 
+from ..arguments import positive_int
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--preset", choices=tuple(estimators.PRESETS), default="seed")
-    parser.add_argument("--implementations", nargs="+", default=list(grid.DATA_PARALLEL_IMPLEMENTATIONS))
+    implementations = [*estimators.IMPLEMENTATIONS, grid.FLOOR, grid.DENSE]
+    parser.add_argument(
+        "--implementations", nargs="+", choices=implementations, default=list(grid.DATA_PARALLEL_IMPLEMENTATIONS)
+    )
     precisions = list(grid.DATA_PARALLEL_PRECISIONS)
     parser.add_argument("--precisions", nargs="+", choices=precisions, default=precisions)
-    parser.add_argument("--local-batches", type=int, nargs="+", default=list(grid.DATA_PARALLEL_BATCHES))
-    parser.add_argument("--worlds", type=int, nargs="+", default=[1, grid.DATA_PARALLEL_WORLD])
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--local-batches", type=positive_int, nargs="+", default=list(grid.DATA_PARALLEL_BATCHES))
+    parser.add_argument("--worlds", type=positive_int, nargs="+", default=[1, grid.DATA_PARALLEL_WORLD])
+    parser.add_argument("--warmup", type=positive_int, default=3)
+    parser.add_argument("--steps", type=positive_int, default=10)
+    parser.add_argument("--repeats", type=positive_int, default=5)
     args = parser.parse_args(argv)
     available = torch.cuda.device_count() if args.device == "cuda" else os.cpu_count()
+    if available < 1:
+        parser.error("--device cuda needs a CUDA device (torch.cuda.device_count() is 0); try --device cpu")
     worlds = [world for world in args.worlds if world <= available]
     for world in sorted(set(args.worlds) - set(worlds)):
         print(f"world {world}: n/a ({available} {args.device} devices)")
     cases = list(itertools.product(args.implementations, args.precisions, args.local_batches))
     options = dict(warmup=args.warmup, steps=args.steps, repeats=args.repeats)
-    rows = data_parallel.measure(cases, worlds=worlds, device=args.device, preset=args.preset, **options)
+    try:
+        rows = data_parallel.measure(cases, worlds=worlds, device=args.device, preset=args.preset, **options)
+    except subprocess.CalledProcessError as failed:
+        print(f"a rank failed (exit {failed.returncode}); its error is printed above", file=sys.stderr)
+        return 1
     for row in rows:
         print(json.dumps(row))
     args.out.write_text(json.dumps(rows, indent=1))

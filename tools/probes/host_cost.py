@@ -113,9 +113,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--implementations", nargs="+", default=["dense", "shared", "fused", "bmm"])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args(argv)
+    # Plain checks, no import of the tools: this probe also runs against older checkouts' packages.
+    if not torch.cuda.is_available():
+        parser.error("measures CUDA launches and needs a CUDA device (torch.cuda.is_available() is False)")
+    if min(args.batches) < 1 or args.repeats < 1:
+        parser.error("--batches and --repeats must be integers >= 1")
     rows = []
     for precision in args.precisions:
         for batch in args.batches:

@@ -236,6 +236,10 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-table", action="store_true")
     parser.add_argument("--profile", nargs="*", default=[], help="estimator/implementation pairs at the largest batch")
     args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error("profiles CUDA kernels and needs a CUDA device (torch.cuda.is_available() is False)")
+    if min(args.batches) < 1 or args.repeats < 2 or min(args.sweep_widths) < 1:
+        parser.error("--batches and --sweep-widths must be integers >= 1, --repeats >= 2")
     args.out.mkdir(parents=True, exist_ok=True)
     report = [f"{torch.cuda.get_device_name()} torch {torch.__version__} preset {PRESET}"]
     rows = []

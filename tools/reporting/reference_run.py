@@ -16,9 +16,10 @@ _ENTRY = re.compile(
 
 
 def parse_reference_run(path: str | Path) -> dict[tuple[str, str, int], dict[str, float]]:
-    """{(estimator, implementation, batch): {forward, backward, total (ms), memory (MB)}}."""
+    """{(estimator, implementation, batch): {forward, backward, total (ms), memory (MB)}}; LookupError for a
+    missing file or one without the reference run's entries."""
     if not Path(path).is_file():
-        raise SystemExit(f"no reference run at {path!r}: the project's is docs/reference-run.txt")
+        raise LookupError(f"no reference run at {path!r}: the project's is docs/reference-run.txt")
     text = Path(path).read_text()
     headings = [(m.start(), m.group(1).lower()) for m in re.finditer(r"^ESTIMATOR: (\w+)$", text, re.MULTILINE)]
     figures = {}
@@ -26,4 +27,6 @@ def parse_reference_run(path: str | Path) -> dict[tuple[str, str, int], dict[str
         estimator = [name for start, name in headings if start < entry.start()][-1]
         key = (estimator, entry["name"].lower(), int(entry["batch"]))
         figures[key] = {field: float(entry[field]) for field in ("forward", "backward", "total", "memory")}
+    if not figures:
+        raise LookupError(f"{path!r} holds no reference-run entries (the project's is docs/reference-run.txt)")
     return figures

@@ -240,11 +240,14 @@ def text_report(measurements, machine: str, preset: str, check: bool) -> str:
 
 def summary(measurements, estimator: str) -> list[str]:
     out = ["", RULE, f"SUMMARY COMPARISON: {estimator.upper()}", RULE]
-    baseline = step(measurements, estimator, "current", 1)
+    # The per-sample baseline: current at batch 1, or (for estimators benchmarked on fewer implementations,
+    # grid.ESTIMATOR_IMPLEMENTATIONS) the first implementation with a batch-1 result.
+    candidates = ["current", *IMPLEMENTATIONS, FLOOR]
+    baseline = next((i for i in candidates if step(measurements, estimator, i, 1) is not None), None)
     if baseline is None:
-        return out + ["(no result for current at batch 1)"]
-    base = total_ms(baseline)
-    out.append(f"\nBaseline (Current, batch=1): {base:.2f} ms")
+        return out + ["(no batch-1 result of any implementation: nothing to compare against)"]
+    base = total_ms(step(measurements, estimator, baseline, 1))
+    out.append(f"\nBaseline ({NAMES[baseline]}, batch=1): {base:.2f} ms")
     for batch in BATCHES:
         floor = step(measurements, estimator, FLOOR, batch)
         rows = []
@@ -402,10 +405,14 @@ def main(argv=None) -> int:
         from ..run.asv_project import machine_name
 
         args.machine = machine_name()
-    measurements = asv_results.latest(args.machine, args.commit)
+    try:
+        measurements = asv_results.latest(args.machine, args.commit)
+        comparison = reference_comparison(measurements, args.machine, args.reference) if args.reference else None
+    except LookupError as missing:
+        parser.error(str(missing))
     preset = machine_preset(args.machine)
-    if args.reference:
-        print(reference_comparison(measurements, args.machine, args.reference))
+    if comparison is not None:
+        print(comparison)
     elif args.precision:
         print(precision_report(measurements, args.machine))
     elif args.quality:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import math
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ class Measurements:
             for combo, value, stat in zip(combos, values, stats, strict=True):
                 if value is None or value != value:  # failed or skipped (n/a)
                     continue
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                     message = f"{self.commit[:8]} {name}{tuple(combo)}: invalid value {value!r}, left out"
                     warnings.warn(message, stacklevel=2)
                     continue
@@ -78,16 +79,19 @@ def machines() -> list[str]:
 
 
 def latest(machine: str, commit: str | None = None) -> Measurements:
-    """The results of ``commit`` (a prefix will do), or of the newest commit of HEAD's history that has results."""
+    """The results of ``commit`` (a prefix will do), or of the newest commit of HEAD's history that has results.
+
+    LookupError (the tools report it as a usage error) for a machine or commit without results.
+    """
+    if machine not in machines():
+        raise LookupError(f"no results for machine {machine!r} under {RESULTS}; machines with results: {machines()}")
     by_commit = {r.commit_hash: r for r in iter_results_for_machine(str(RESULTS), machine)}
-    if not by_commit:
-        raise SystemExit(f"no results for machine {machine!r} under {RESULTS}; machines with results: {machines()}")
     if commit is not None:
-        matches = [h for h in by_commit if h.startswith(commit)]
+        matches = [h for h in by_commit if commit and h.startswith(commit)]
         if len(matches) != 1:
-            raise SystemExit(f"commit {commit!r} matches {len(matches)} result sets for machine {machine!r}")
+            raise LookupError(f"commit {commit!r} matches {len(matches)} result sets of machine {machine!r}")
         return Measurements(by_commit[matches[0]])
     for candidate in commits_newest_first():
         if candidate in by_commit:
             return Measurements(by_commit[candidate])
-    raise SystemExit(f"none of the results of machine {machine!r} is a commit of HEAD's history")
+    raise LookupError(f"none of the results of machine {machine!r} is a commit of HEAD's history")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
+from ..arguments import positive_int
 from . import results as asv_results
 
 
@@ -17,9 +18,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--machine", required=True)
     parser.add_argument("--commit", action="append", help="commit (prefix); repeatable (default: the newest)")
-    parser.add_argument("--min-batch", type=int, default=8, help="also summarise batches >= this")
+    parser.add_argument("--min-batch", type=positive_int, default=8, help="also summarise batches >= this")
     args = parser.parse_args(argv)
-    result_sets = [asv_results.latest(args.machine, commit) for commit in args.commit or [None]]
+    try:
+        result_sets = [asv_results.latest(args.machine, commit) for commit in args.commit or [None]]
+    except LookupError as missing:
+        parser.error(str(missing))
     rows = [
         (measurements.commit, name, params, m)
         for measurements in result_sets

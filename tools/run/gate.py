@@ -100,6 +100,10 @@ def main(argv=None) -> int:
             parser.error(f"unknown commit {commit!r} (not a commit of this repository)")
     names = benchmark_names() if args.bench else []
     for regex in args.bench:
+        try:
+            re.compile(regex)
+        except re.error as error:
+            parser.error(f"--bench {regex!r} is not a regular expression: {error}")
         if not any(re.search(regex, name) for name in names):
             parser.error(f"--bench {regex!r} selects no benchmark (names look like {names[0]!r})")
     if args.bench:

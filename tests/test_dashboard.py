@@ -107,3 +107,35 @@ def test_benchmark_graph_draws_data(dashboard, browser, screenshots):
     assert points > 0
     assert browser.find_element("css selector", "#main-graph canvas.flot-base").size["width"] > 100
     browser.save_screenshot(str(screenshots / "dashboard-graph.png"))
+
+
+def test_benchmark_page_opens_on_one_machine_with_the_legend_beside_the_plot(dashboard, browser):
+    """asv draws every machine on one linear axis with the legend over the data (tools/reporting/dashboard.py)."""
+    from tools.run.asv_project import summary_machine
+
+    machines = sorted(p.parent.name for p in (REPO / "results").glob("*/machine.json"))
+    assert len(machines) > 1, "the check needs results of several machines"
+    browser.get(f"{dashboard}#{GRAPH}")
+    _wait(browser, "var plot = $('#main-graph').data('plot'); return plot && plot.getData().length > 0;")
+    active = browser.execute_script(
+        "return $('#graphdisplay-navigation .btn.active').map((i, e) => e.textContent.trim()).get();"
+    )
+    assert [name for name in active if name in machines] == [summary_machine()], active
+    assert browser.execute_script("return $('#estimators-legend .legendLabel').length") > 0
+    assert browser.execute_script("return $('#main-graph .legend').length") == 0
+    browser.get(f"{dashboard}#{GRAPH}?machine={machines[0]}&machine={machines[-1]}")  # a URL naming machines rules
+    _wait(browser, "var plot = $('#main-graph').data('plot'); return plot && plot.getData().length > 0;")
+    active = browser.execute_script(
+        "return $('#graphdisplay-navigation .btn.active').map((i, e) => e.textContent.trim()).get();"
+    )
+    assert sorted(name for name in active if name in machines) == [machines[0], machines[-1]], active
+
+
+def test_benchmark_list_says_na_where_a_machine_has_no_value(dashboard, browser):
+    from tools.run.asv_project import summary_machine
+
+    browser.get(f"{dashboard}#summarylist?machine={summary_machine()}")
+    _wait(browser, "return $('#summarylist-body td.value').length > 0")
+    values = browser.execute_script("return $('#summarylist-body td.value').map((i, e) => e.textContent.trim()).get();")
+    assert "n/a" in values  # a CPU has no eager-step or width figures, for one
+    assert "" not in values

@@ -1,9 +1,18 @@
-"""Make a published asv dashboard work offline: serve its CDN libraries from html/vendor/.
+"""Finish a published asv dashboard: serve its CDN libraries from html/vendor/, and draw one machine.
 
 asv 0.6.6's index.html loads jQuery, flot, bootstrap and three small plugins
 from public CDNs; on a host without internet access the page stays blank.
 ``vendor(html_dir)`` copies the same libraries (third_party/asv_dashboard/, with
 their sources) next to the page and points its tags at them.
+
+asv's benchmark page draws every machine's series on one linear axis (a
+2-core CPU's hundreds of milliseconds beside an H100's few), with the legend
+inside the plot over the data; its benchmark list leaves a cell blank where
+a benchmark has no value on the machine. ``one_machine_pages(html_dir,
+machine)`` edits the published pages (``PAGE_EDITS``) so that a benchmark
+page opens on one machine (the others stay a click away in its machine
+list, and a URL naming machines is obeyed), the legend sits beside the plot,
+and a missing value reads n/a.
 """
 
 from __future__ import annotations
@@ -25,6 +34,54 @@ CDN_FILES = {
     "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/js/bootstrap.min.js": "bootstrap.min.js",
     "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/css/bootstrap.min.css": "bootstrap.min.css",
 }
+# (file in html_dir, asv 0.6.6's text, its replacement); "{machine}" is the default machine's name.
+PAGE_EDITS = (
+    (  # a benchmark page, on first load or from a link without machines, opens on one machine
+        "graphdisplay.js",
+        """                    if (param == 'branch') {
+                        state[param] = [values[0]];
+                    }
+                }
+            });
+""",
+        """                    if (param == 'branch') {
+                        state[param] = [values[0]];
+                    }
+                }
+            });
+            if (index.params.machine.indexOf("{machine}") >= 0) {
+                state.machine = ["{machine}"];  // estimators: one machine by default (tools/reporting/dashboard.py)
+            }
+""",
+    ),
+    (  # the legend beside the plot, not over its data
+        "graphdisplay.js",
+        """                show: show_legend,
+                position: "nw",""",
+        """                show: show_legend,
+                container: $("#estimators-legend"),""",
+    ),
+    (
+        "index.html",
+        """          <div style="position: absolute; top: 48px; left: 0; right: 0; bottom: 100px;">
+            <div id="main-graph" style="min-height: 100px; width: 100%; height: 100%"></div>
+          </div>""",
+        """          <div style="position: absolute; top: 48px; left: 0; right: 260px; bottom: 100px;">
+            <div id="main-graph" style="min-height: 100px; width: 100%; height: 100%"></div>
+          </div>
+          <div id="estimators-legend" style="position: absolute; top: 48px; right: 0; width: 250px; bottom: 100px;
+               overflow-y: auto; font-size: 11px"></div>""",
+    ),
+    (  # the benchmark list: n/a where the machine has no value
+        "summarylist.js",
+        """            else {
+                value_td.attr('data-sort-value', -1e99);
+            }""",
+        """            else {
+                value_td.attr('data-sort-value', -1e99).text('n/a');
+            }""",
+    ),
+)
 _TAG_ATTRIBUTES = re.compile(r'\s+(?:integrity|crossorigin|referrerpolicy)="[^"]*"')
 
 
@@ -46,3 +103,16 @@ def vendor(html_dir: str | Path) -> None:
             page,
         )
     index.write_text(page)
+
+
+def one_machine_pages(html_dir: str | Path, machine: str) -> None:
+    """Apply ``PAGE_EDITS`` to the published pages; RuntimeError where this asv's pages differ from 0.6.6's."""
+    html_dir = Path(html_dir)
+    for name, old, new in PAGE_EDITS:
+        page = html_dir / name
+        text = page.read_text()
+        if text.count(old) != 1:
+            raise RuntimeError(
+                f"{page} no longer holds the text PAGE_EDITS replaces: update tools/reporting/dashboard.py"
+            )
+        page.write_text(text.replace(old, new.replace("{machine}", machine)))

@@ -192,15 +192,17 @@ def asv_command(args: list[str]) -> list[str]:
 
 
 def publish(config: Path | None = None) -> int:
-    """``asv publish``, then the dashboard's CDN libraries served from html/vendor/ (tools/reporting/dashboard.py)."""
+    """``asv publish``, then the dashboard's CDN libraries served from html/vendor/ and its pages opened on the
+    front page's machine (tools/reporting/dashboard.py)."""
     from asv.util import load_json
 
-    from ..reporting.dashboard import vendor
+    from ..reporting.dashboard import one_machine_pages, vendor
 
     status = run_asv(["publish"] + ([f"--config={config}"] if config else []))
     if status == 0:
         html_dir = load_json(str(config or ROOT / "asv.conf.json"), js_comments=True)["html_dir"]
         vendor(ROOT / html_dir)
+        one_machine_pages(ROOT / html_dir, os.environ.get("ESTIMATORS_SUMMARY_MACHINE") or summary_machine())
     return status
 
 

@@ -181,7 +181,7 @@ def _masked_matmul_kernel(
     # Operands. Shapes in [brackets]; the weight operand is read through strides, so one kernel
     # serves the forward (W^T) and the input gradient (W).
     a_ptr,  # [batch, time, reduce_dim]: x in the forward, dy in the input gradient
-    weight_ptr,  # [out_features, in_features], element (k, n) at k * stride_wk + n * stride_wn
+    weight_ptr,  # W [out, in] or a copy of W^T: operand element (k, n) at k * stride_wk + n * stride_wn
     mask_bits_ptr,  # uint8 [batch, mask_bytes]: sample b's K = 2 mask bits, 8 weights a byte
     bias_ptr,  # [n_cols] (read only when HAS_BIAS)
     c_ptr,  # [batch, time, n_cols]: the output
@@ -196,6 +196,8 @@ def _masked_matmul_kernel(
     stride_ak,
     stride_wn,
     stride_wk,
+    bit_stride_n,  # operand element (k, n) is weight k * bit_stride_k + n * bit_stride_n of W's [out, in] bits
+    bit_stride_k,
     stride_cb,
     stride_ct,
     stride_cn,
@@ -224,11 +226,11 @@ def _masked_matmul_kernel(
             mask=(offs_t[:, None] < time) & (kk[None, :] < reduce_dim),
             other=0.0,
         )
-        weight = kk[:, None] * stride_wk + offs_n[None, :] * stride_wn
         w_mask = (kk[:, None] < reduce_dim) & (offs_n[None, :] < n_cols)
-        w = tl.load(weight_ptr + weight, mask=w_mask, other=0.0)
+        w = tl.load(weight_ptr + kk[:, None] * stride_wk + offs_n[None, :] * stride_wn, mask=w_mask, other=0.0)
+        bit = _mask_bit(bits_base, kk[:, None] * bit_stride_k + offs_n[None, :] * bit_stride_n, w_mask)
         # The masked weight in fp32, rounded to the activations' dtype (a no-op for fp32): what autocast does.
-        w = (w * tl.where(_mask_bit(bits_base, weight, w_mask) != 0, code1, code0)).to(a.dtype)
+        w = (w * tl.where(bit != 0, code1, code0)).to(a.dtype)
         acc += tl.dot(a, w, input_precision=PRECISION)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=offs_n < n_cols, other=0.0)[None, :]
@@ -453,16 +455,33 @@ def _param_grads_kernel(
         tl.store(dlogits_ptr + 2 * offs + 1, d1, mask=mask)
 
 
-# Tile configurations and dot precision: the defaults of the launchers below, chosen by sweeps at the
-# seed preset's shapes (python -m tools.probes.profile_gpu --sweep fp32 bf16 passes others): fp32 on an
-# H100, 16-bit activations on an H200 (batch 16 and 64; docs/PERFORMANCE.md).
+# Tile configurations and dot precision: the defaults of the launchers below, chosen by sweeps (python -m
+# tools.probes.profile_gpu --sweep fp32 bf16 --sweep-widths 512 2048): the weight gradient's at the seed
+# preset's shapes (fp32 on an H100, 16-bit on an H200); the masked matmul's per shape, on an H100, at the
+# layer shapes of d_model 512 and 2048, batch 16 and 64 (docs/PERFORMANCE.md, "Tiles per shape").
 SAMPLER_BLOCK = 1024
 EPILOGUE_BLOCK = 1024
 MATMUL_TILES = {"BLOCK_T": 128, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 8}
 MATMUL_TILES_16BIT = {"BLOCK_T": 128, "BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 4}
+# The masked matmul's tiles by (activations 16-bit, input gradient, output of >= LARGE_OUTPUT elements): an
+# output of batch x time x n_cols >= 2**22 elements fills an H100 with larger tiles.
+LARGE_OUTPUT = 2**22
+MATMUL_TILES_BY_SHAPE = {
+    (False, False, False): MATMUL_TILES,
+    (False, False, True): {"BLOCK_T": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8},
+    (False, True, False): MATMUL_TILES,
+    (False, True, True): {"BLOCK_T": 128, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 8},
+    (True, False, False): MATMUL_TILES_16BIT,
+    (True, False, True): MATMUL_TILES_16BIT,
+    (True, True, False): {"BLOCK_T": 64, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4},
+    (True, True, True): {"BLOCK_T": 128, "BLOCK_N": 256, "BLOCK_K": 32, "num_warps": 8, "num_stages": 3},
+}
 WEIGHT_GRAD_TILES = {"BLOCK_O": 32, "BLOCK_I": 64, "BLOCK_T": 32, "num_warps": 4}
 WEIGHT_GRAD_TILES_16BIT = {"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_T": 64, "num_warps": 4}
 TARGET_PROGRAMS = 264  # the weight gradient splits the batch until two waves of an H100's 132 SMs are busy
+# The input gradient reads W from a transposed copy: its dot operand is then contiguous along the reduced
+# dimension, as the forward's is; 1.9-2.4x faster in fp32 and 2.4-3.8x in bf16 at batch 64 (H100 sweep).
+INPUT_GRAD_WEIGHT_COPY = True
 DOT_PRECISION = "tf32x3"  # see the module docstring; "ieee" is 4x slower at the same accuracy
 
 
@@ -533,13 +552,25 @@ def _tiles_for(dtype: torch.dtype, fp32_tiles: dict, tiles_16bit: dict) -> dict:
     return fp32_tiles if dtype == torch.float32 else tiles_16bit
 
 
-def _masked_matmul(a, weight, mask_bits, codes, bias, transpose_weight: bool, tiles, precision: str):
-    tiles = tiles or _tiles_for(a.dtype, MATMUL_TILES, MATMUL_TILES_16BIT)
+def _masked_matmul(a, weight, mask_bits, codes, bias, transpose_weight: bool, tiles, precision: str, weight_copy=False):
+    """C = A (W * M)^T (forward) or A (W * M) (``transpose_weight``: the input gradient).
+
+    The dot's second operand B[k, n] is W[n, k] in the forward, read with k (W's rows) contiguous; in the
+    input gradient it is W[k, n], contiguous in n, unless ``weight_copy`` reads it from a copy of W^T,
+    contiguous in k again (the bits keep W's layout).
+    """
     batch, time, reduce_dim = a.shape
     out_features, in_features = weight.shape
     n_cols = in_features if transpose_weight else out_features
+    if tiles is None:
+        large = batch * time * n_cols >= LARGE_OUTPUT
+        tiles = MATMUL_TILES_BY_SHAPE[a.dtype != torch.float32, transpose_weight, large]
     c = torch.empty(batch, time, n_cols, dtype=a.dtype, device=a.device)
-    stride_wn, stride_wk = (1, in_features) if transpose_weight else (in_features, 1)
+    bit_stride_n, bit_stride_k = (1, in_features) if transpose_weight else (in_features, 1)
+    stride_wn, stride_wk = bit_stride_n, bit_stride_k
+    if transpose_weight and weight_copy:
+        weight = weight.t().contiguous()  # [in, out]: B[k, n] = W^T[n, k]
+        stride_wn, stride_wk = out_features, 1
     grid = (triton.cdiv(time, tiles["BLOCK_T"]), triton.cdiv(n_cols, tiles["BLOCK_N"]), batch)
     _masked_matmul_kernel[grid](
         a,
@@ -554,6 +585,8 @@ def _masked_matmul(a, weight, mask_bits, codes, bias, transpose_weight: bool, ti
         *a.stride(),
         stride_wn,
         stride_wk,
+        bit_stride_n,
+        bit_stride_k,
         *c.stride(),
         *codes,
         HAS_BIAS=bias is not None,
@@ -572,8 +605,8 @@ def masked_linear(x, weight, mask_bits, codes, bias, tiles=None, precision=DOT_P
         mask_bits: uint8 ``[B, ceil(out * in / 8)]``, sample b's mask bits (``sampler.draw_bits``).
         codes: (c0, c1), the mask values of bit 0 and bit 1: m_b = c0 + (c1 - c0) * bit.
         bias: ``[out]`` or None.
-        tiles: ``MATMUL_TILES``' keys (the kernel's tile sizes and warps); None: ``MATMUL_TILES`` for fp32
-            activations, ``MATMUL_TILES_16BIT`` for bf16 and fp16.
+        tiles: ``MATMUL_TILES``' keys (the kernel's tile sizes and warps); None: ``MATMUL_TILES_BY_SHAPE``'s
+            for the activations' dtype, the pass and the output's size.
         precision: the fp32 dot product's ``input_precision`` ("tf32x3", "tf32", "ieee").
 
     Returns:
@@ -582,9 +615,15 @@ def masked_linear(x, weight, mask_bits, codes, bias, tiles=None, precision=DOT_P
     return _masked_matmul(x, weight.contiguous(), mask_bits, codes, bias, False, tiles, precision)
 
 
-def masked_linear_input_grad(dy, weight, mask_bits, codes, tiles=None, precision=DOT_PRECISION):
-    """dx[b] = dy[b] (W * m_b) for dy ``[B, T, out]``: ``[B, T, in]``; arguments as ``masked_linear``."""
-    return _masked_matmul(dy, weight.contiguous(), mask_bits, codes, None, True, tiles, precision)
+def masked_linear_input_grad(
+    dy, weight, mask_bits, codes, tiles=None, precision=DOT_PRECISION, weight_copy=INPUT_GRAD_WEIGHT_COPY
+):
+    """dx[b] = dy[b] (W * m_b) for dy ``[B, T, out]``: ``[B, T, in]``; arguments as ``masked_linear``.
+
+    ``weight_copy``: read W from a transposed copy (one [in, out] copy a call), so that the dot's operand
+    is contiguous along the reduced dimension as in the forward.
+    """
+    return _masked_matmul(dy, weight.contiguous(), mask_bits, codes, None, True, tiles, precision, weight_copy)
 
 
 def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs) -> torch.Tensor:

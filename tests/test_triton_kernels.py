@@ -105,16 +105,42 @@ def _problem(batch=3, time=37, d_in=45, d_out=29, seed=0):
 
 
 @needs_kernels
+@pytest.mark.parametrize("weight_copy", [False, True])
 @pytest.mark.parametrize("codes", [(0.0, 1.0), (0.25, -1.5)])
-def test_kernel_masked_linear_forward_and_input_grad(codes):
+def test_kernel_masked_linear_forward_and_input_grad(codes, weight_copy):
     x, weight, bias, logits, dy, index = _problem()
     masks = torch.tensor(codes)[index.long()]
     bits = sampler.pack_bits(index).to(KERNEL_DEVICE)
     dev = lambda t: t.to(KERNEL_DEVICE)  # noqa: E731
     y = _kernels().masked_linear(dev(x), dev(weight), bits, codes, dev(bias)).cpu()
     assert torch.allclose(y, torch.baddbmm(bias, x, (weight * masks).transpose(1, 2)), atol=1e-4)
-    dx = _kernels().masked_linear_input_grad(dev(dy), dev(weight), bits, codes).cpu()
+    dx = _kernels().masked_linear_input_grad(dev(dy), dev(weight), bits, codes, weight_copy=weight_copy).cpu()
     assert torch.allclose(dx, torch.bmm(dy, weight * masks), atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the large tiles at a large shape: minutes interpreted")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_masked_linear_large_shape_tiles(dtype):
+    """Outputs of >= LARGE_OUTPUT elements take MATMUL_TILES_BY_SHAPE's large tiles in both passes."""
+    from estimators import triton_kernels
+
+    batch, time, d_in, d_out = 4, 128, 2048, 8192
+    assert batch * time * min(d_in, d_out) >= triton_kernels.LARGE_OUTPUT
+    gen = torch.Generator().manual_seed(0)
+    x, dy = torch.randn(batch, time, d_in, generator=gen), torch.randn(batch, time, d_out, generator=gen)
+    weight, bias = torch.randn(d_out, d_in, generator=gen) / 32, torch.randn(d_out, generator=gen)
+    index = sampler.draw_index(torch.randn(d_out, d_in, 2, generator=gen), 4, 1, range(batch))
+    masks = index.float()
+    bits = sampler.pack_bits(index).cuda()
+    y = _kernels().masked_linear(x.to("cuda", dtype), weight.cuda(), bits, (0.0, 1.0), bias.cuda()).double().cpu()
+    dx = _kernels().masked_linear_input_grad(dy.to("cuda", dtype), weight.cuda(), bits, (0.0, 1.0)).double().cpu()
+    w_b = (weight * masks).to(dtype).double()
+    want_y = torch.baddbmm(bias.double(), x.to(dtype).double(), w_b.transpose(1, 2))
+    want_dx = torch.bmm(dy.to(dtype).double(), w_b)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2  # fp32: tf32x3 dots; bf16: the output's rounding
+    assert (y - want_y).norm() / want_y.norm() < tolerance
+    assert (dx - want_dx).norm() / want_dx.norm() < tolerance
 
 
 @needs_kernels

@@ -186,9 +186,18 @@ def kernel_sweep(report, batches=(16, 64), dtypes=("fp32", "bf16"), widths=(512,
                 options = dict(tiles=tiles, precision=precision)
                 try:
                     fwd = bench(lambda: tk.masked_linear(x, weight, bits, codes, bias, **options))
-                    dx = bench(lambda: tk.masked_linear_input_grad(dy, weight, bits, codes, **options))
+                    dx = bench(
+                        lambda: tk.masked_linear_input_grad(dy, weight, bits, codes, **options, weight_copy=False)
+                    )
+                    dx_copy = bench(
+                        lambda: tk.masked_linear_input_grad(dy, weight, bits, codes, **options, weight_copy=True)
+                    )
                     error = relative(tk.masked_linear(x, weight, bits, codes, bias, **options), want_y)
-                    _say(report, f"  {precision} matmul {tiles}: fwd {fwd:.4f} dx {dx:.4f} err {error:.1e}")
+                    _say(
+                        report,
+                        f"  {precision} matmul {tiles}: fwd {fwd:.4f} dx {dx:.4f} dx (W^T copy) {dx_copy:.4f} "
+                        f"err {error:.1e}",
+                    )
                 except Exception as exc:  # a tile shape that does not compile: report and go on
                     _say(report, f"  {precision} matmul {tiles}: {type(exc).__name__} {str(exc)[:80]}")
             for tiles, target in itertools.product(WEIGHT_GRAD_SWEEP, (132, 264)):

@@ -6,10 +6,21 @@ shows the benchmark as n/a.
 """
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 
 from benchmarks import data_parallel, grid
+
+
+@pytest.fixture(autouse=True)
+def ranks_import_this_package(monkeypatch):
+    """The ranks are new processes: they import the package the tests import, installed or not."""
+    import estimators
+
+    source = str(Path(estimators.__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])))
 
 
 def test_measure_runs_every_case_on_every_world():

@@ -125,17 +125,17 @@ def test_kernel_masked_linear_large_shape_tiles(dtype):
     """Outputs of >= LARGE_OUTPUT elements take MATMUL_TILES_BY_SHAPE's large tiles in both passes."""
     from estimators import triton_kernels
 
-    batch, time, d_in, d_out = 4, 128, 2048, 8192
+    batch, time, d_in, d_out = 16, 128, 2048, 2048
     assert batch * time * min(d_in, d_out) >= triton_kernels.LARGE_OUTPUT
     gen = torch.Generator().manual_seed(0)
     x, dy = torch.randn(batch, time, d_in, generator=gen), torch.randn(batch, time, d_out, generator=gen)
     weight, bias = torch.randn(d_out, d_in, generator=gen) / 32, torch.randn(d_out, generator=gen)
     index = sampler.draw_index(torch.randn(d_out, d_in, 2, generator=gen), 4, 1, range(batch))
-    masks = index.float()
     bits = sampler.pack_bits(index).cuda()
-    y = _kernels().masked_linear(x.to("cuda", dtype), weight.cuda(), bits, (0.0, 1.0), bias.cuda()).double().cpu()
-    dx = _kernels().masked_linear_input_grad(dy.to("cuda", dtype), weight.cuda(), bits, (0.0, 1.0)).double().cpu()
-    w_b = (weight * masks).to(dtype).double()
+    x, dy, weight, bias = (t.cuda() for t in (x, dy, weight, bias))
+    y = _kernels().masked_linear(x.to(dtype), weight, bits, (0.0, 1.0), bias).double()
+    dx = _kernels().masked_linear_input_grad(dy.to(dtype), weight, bits, (0.0, 1.0)).double()
+    w_b = (weight * index.cuda().float()).to(dtype).double()  # the reference in float64, on the GPU
     want_y = torch.baddbmm(bias.double(), x.to(dtype).double(), w_b.transpose(1, 2))
     want_dx = torch.bmm(dy.to(dtype).double(), w_b)
     tolerance = 1e-5 if dtype == torch.float32 else 1e-2  # fp32: tf32x3 dots; bf16: the output's rounding

@@ -148,7 +148,8 @@ def _chunked_backward(ctx, dy, need_x, need_w, need_logits):
     sample only through D_b = e_s, dL/dtheta = W * sum_s a(e_s) S_s, where
     S_s = sum over the samples that drew category s of G_b: K batch sums, not
     B [out, in, K] coefficients. Estimators that need the noise sum
-    (G_b * W) * a_b sample by sample.
+    (G_b * W) * a_b sample by sample; for K = 2 only a_b's category-1 component
+    (``binary_logit_grad``), since category 0's is its negative.
     """
     x, weight, logits, codebook, index = ctx.saved_tensors
     draw = ctx.draw
@@ -170,12 +171,18 @@ def _chunked_backward(ctx, dy, need_x, need_w, need_logits):
         for k in range(1, categories):
             category_sums[k] += (grad_w * (chunk == k)).sum(0)
         if per_sample:
-            one_hot = F.one_hot(chunk, categories).to(torch.float32)
             uniform = noise.uniform(draw.seed, ctx.param_id, draw.samples[rows], logits.shape, logits.device)
-            coefficient = estimator.logit_grad(logits32, one_hot, uniform, draw.tau, codebook32)
-            dlogits += ((grad_w * weight32).unsqueeze(-1) * coefficient).sum(0)
+            if categories == 2:  # one coefficient a weight: category 0's is its negative
+                coefficient = estimator.binary_logit_grad(logits32, chunk, uniform, draw.tau, codebook32)
+                dlogits[..., 1] += (grad_w * weight32 * coefficient).sum(0)
+            else:
+                one_hot = F.one_hot(chunk, categories).to(torch.float32)
+                coefficient = estimator.logit_grad(logits32, one_hot, uniform, draw.tau, codebook32)
+                dlogits += ((grad_w * weight32).unsqueeze(-1) * coefficient).sum(0)
     if not (need_w or need_logits):
         return dx, None, None
+    if per_sample and categories == 2:
+        dlogits[..., 0] = -dlogits[..., 1]
     category_sums[0] -= category_sums[1:].sum(0)
     dw = torch.tensordot(codebook32, category_sums, dims=1).to(weight.dtype) if need_w else None
     if need_logits and not per_sample:

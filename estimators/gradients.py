@@ -68,6 +68,14 @@ class _OneHotEstimator(torch.autograd.Function):
 
         cls.backward = staticmethod(backward)
 
+    @classmethod
+    def binary_logit_grad(cls, logits, index, uniform, tau, grad):
+        """``logit_grad``'s category-1 component for K = 2, from the sample's index [...]; category 0's is its
+        negative (every estimator's J(.) g sums to zero over K). Estimators with a cheaper closed form
+        override it (the fused CPU backward calls it per sample)."""
+        one_hot = F.one_hot(index.long(), 2).to(logits.dtype)
+        return cls.logit_grad(logits, one_hot, uniform, tau, grad)[..., 1]
+
 
 class StraightThrough(_OneHotEstimator):
     """Straight-through estimator (Bengio, Leonard & Courville 2013, arXiv:1308.3432).
@@ -107,6 +115,13 @@ class GumbelSoftmax(_OneHotEstimator):
     @staticmethod
     def logit_grad(logits, one_hot, uniform, tau, grad):
         return simplex_jvp(torch.softmax((logits + gumbel(uniform)) / tau, dim=-1), grad) / tau
+
+    @classmethod
+    def binary_logit_grad(cls, logits, index, uniform, tau, grad):
+        """K = 2: y1 (1 - y1) (g1 - g0) / tau with y1 = sigmoid(((theta1 + G1) - (theta0 + G0)) / tau)."""
+        perturbed = logits + gumbel(uniform)
+        y1 = torch.sigmoid((perturbed[..., 1] - perturbed[..., 0]) / tau)
+        return y1 * (1 - y1) * ((grad[..., 1] - grad[..., 0]) / tau)
 
 
 # Module constants, not class attributes: torch.compile cannot read an autograd.Function's attributes.

@@ -78,6 +78,21 @@ def test_gradient_matches_float64_formula(name, k, tau, dtype):
 
 
 @pytest.mark.parametrize("name", estimators.ESTIMATORS)
+@pytest.mark.parametrize("tau", [0.3, 1.0, 2.5])
+def test_binary_logit_grad_is_the_float64_formulas_category_1(name, tau):
+    """The K = 2 form the fused CPU backward uses (GumbelSoftmax's is a closed form of its own)."""
+    gen = torch.Generator().manual_seed(int(tau * 10))
+    theta = torch.randn(64, 2, generator=gen, dtype=torch.float64) * 2
+    u = torch.rand(64, 2, generator=gen, dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+    codebook = torch.tensor([0.25, -1.5], dtype=torch.float64)  # the fused path's upstream: g = h c
+    index = estimators.gradients.sample_index(theta, u)
+    got = estimators.gradients.ESTIMATOR_FUNCTIONS[name].binary_logit_grad(theta, index, u, tau, codebook)
+    want = expected_logit_grad(name, theta.numpy(), u.numpy(), tau, codebook.expand(64, 2).numpy())
+    np.testing.assert_allclose(got.numpy(), want[:, 1], rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    np.testing.assert_allclose(want[:, 0], -want[:, 1], atol=1e-12 * np.abs(want).max())  # why one suffices
+
+
+@pytest.mark.parametrize("name", estimators.ESTIMATORS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_forward_is_the_gumbel_max_one_hot(name, dtype):
     gen = torch.Generator().manual_seed(1)

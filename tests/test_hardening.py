@@ -345,7 +345,7 @@ def test_gpu_probes_say_they_need_cuda(probe, tmp_path):
 def test_report_refuses_a_missing_reference_and_leaves_out_invalid_values(tmp_path):
     from tools.reporting import reference_run, results
 
-    with pytest.raises(LookupError, match="no reference run"):
+    with pytest.raises(results.NoResults, match="no reference run"):
         reference_run.parse_reference_run(tmp_path / "missing.txt")
 
     class FakeResults:  # asv's Results API, as Measurements reads it

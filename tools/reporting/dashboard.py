@@ -17,6 +17,7 @@ and a missing value reads n/a.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -34,7 +35,8 @@ CDN_FILES = {
     "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/js/bootstrap.min.js": "bootstrap.min.js",
     "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/css/bootstrap.min.css": "bootstrap.min.css",
 }
-# (file in html_dir, asv 0.6.6's text, its replacement); "{machine}" is the default machine's name.
+# (file in html_dir, asv 0.6.6's text, its replacement); "{machine}", quotes included, becomes the default
+# machine's name as a JS string literal.
 PAGE_EDITS = (
     (  # a benchmark page, on first load or from a link without machines, opens on one machine
         "graphdisplay.js",
@@ -106,13 +108,18 @@ def vendor(html_dir: str | Path) -> None:
 
 
 def one_machine_pages(html_dir: str | Path, machine: str) -> None:
-    """Apply ``PAGE_EDITS`` to the published pages; RuntimeError where this asv's pages differ from 0.6.6's."""
+    """Apply ``PAGE_EDITS`` to the published pages (again: a no-op); RuntimeError, before writing anything,
+    where this asv's pages differ from 0.6.6's."""
     html_dir = Path(html_dir)
-    for name, old, new in PAGE_EDITS:
-        page = html_dir / name
-        text = page.read_text()
-        if text.count(old) != 1:
+    pages = {name: (html_dir / name).read_text() for name, _, _ in PAGE_EDITS}
+    for name, old, new in PAGE_EDITS:  # every page checked before any is written
+        new = new.replace('"{machine}"', json.dumps(machine))
+        if new in pages[name]:
+            continue  # edited by an earlier call
+        if pages[name].count(old) != 1:
             raise RuntimeError(
-                f"{page} no longer holds the text PAGE_EDITS replaces: update tools/reporting/dashboard.py"
+                f"{name} no longer holds the text PAGE_EDITS replaces: update tools/reporting/dashboard.py"
             )
-        page.write_text(text.replace(old, new.replace("{machine}", machine)))
+        pages[name] = pages[name].replace(old, new)
+    for name, text in pages.items():
+        (html_dir / name).write_text(text)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .results import NoResults
+
 _ENTRY = re.compile(
     r"^\d+\. (?P<name>\w+) \(batch_size=(?P<batch>\d+)\)\.\.\.\n"
     r"\s+Forward: (?P<forward>[\d.]+) ± [\d.]+ ms\n"
@@ -16,10 +18,10 @@ _ENTRY = re.compile(
 
 
 def parse_reference_run(path: str | Path) -> dict[tuple[str, str, int], dict[str, float]]:
-    """{(estimator, implementation, batch): {forward, backward, total (ms), memory (MB)}}; LookupError for a
+    """{(estimator, implementation, batch): {forward, backward, total (ms), memory (MB)}}; NoResults for a
     missing file or one without the reference run's entries."""
     if not Path(path).is_file():
-        raise LookupError(f"no reference run at {path!r}: the project's is docs/reference-run.txt")
+        raise NoResults(f"no reference run at {path!r}: the project's is docs/reference-run.txt")
     text = Path(path).read_text()
     headings = [(m.start(), m.group(1).lower()) for m in re.finditer(r"^ESTIMATOR: (\w+)$", text, re.MULTILINE)]
     figures = {}
@@ -28,5 +30,5 @@ def parse_reference_run(path: str | Path) -> dict[tuple[str, str, int], dict[str
         key = (estimator, entry["name"].lower(), int(entry["batch"]))
         figures[key] = {field: float(entry[field]) for field in ("forward", "backward", "total", "memory")}
     if not figures:
-        raise LookupError(f"{path!r} holds no reference-run entries (the project's is docs/reference-run.txt)")
+        raise NoResults(f"{path!r} holds no reference-run entries (the project's is docs/reference-run.txt)")
     return figures

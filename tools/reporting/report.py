@@ -408,7 +408,7 @@ def main(argv=None) -> int:
     try:
         measurements = asv_results.latest(args.machine, args.commit)
         comparison = reference_comparison(measurements, args.machine, args.reference) if args.reference else None
-    except LookupError as missing:
+    except asv_results.NoResults as missing:
         parser.error(str(missing))
     preset = machine_preset(args.machine)
     if comparison is not None:

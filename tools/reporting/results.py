@@ -78,20 +78,24 @@ def machines() -> list[str]:
     return sorted(p.name for p in RESULTS.iterdir() if (p / "machine.json").exists()) if RESULTS.exists() else []
 
 
+class NoResults(LookupError):
+    """A machine, commit or reference run the tools were asked for has no results: a usage error."""
+
+
 def latest(machine: str, commit: str | None = None) -> Measurements:
     """The results of ``commit`` (a prefix will do), or of the newest commit of HEAD's history that has results.
 
-    LookupError (the tools report it as a usage error) for a machine or commit without results.
+    NoResults (the tools report it as a usage error) for a machine or commit without results.
     """
     if machine not in machines():
-        raise LookupError(f"no results for machine {machine!r} under {RESULTS}; machines with results: {machines()}")
+        raise NoResults(f"no results for machine {machine!r} under {RESULTS}; machines with results: {machines()}")
     by_commit = {r.commit_hash: r for r in iter_results_for_machine(str(RESULTS), machine)}
     if commit is not None:
         matches = [h for h in by_commit if commit and h.startswith(commit)]
         if len(matches) != 1:
-            raise LookupError(f"commit {commit!r} matches {len(matches)} result sets of machine {machine!r}")
+            raise NoResults(f"commit {commit!r} matches {len(matches)} result sets of machine {machine!r}")
         return Measurements(by_commit[matches[0]])
     for candidate in commits_newest_first():
         if candidate in by_commit:
             return Measurements(by_commit[candidate])
-    raise LookupError(f"none of the results of machine {machine!r} is a commit of HEAD's history")
+    raise NoResults(f"none of the results of machine {machine!r} is a commit of HEAD's history")

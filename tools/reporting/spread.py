@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         result_sets = [asv_results.latest(args.machine, commit) for commit in args.commit or [None]]
-    except LookupError as missing:
+    except asv_results.NoResults as missing:
         parser.error(str(missing))
     rows = [
         (measurements.commit, name, params, m)

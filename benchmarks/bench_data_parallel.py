@@ -51,6 +51,8 @@ class DataParallel:
         machine = grid.data_parallel_skip_reason(DEVICE, GPUS)
         if machine:
             return machine
+        if PRESET not in getattr(estimators, "PRESETS", {}):
+            return f"preset {PRESET!r} does not exist at this commit"
         cases = [
             (implementation, precision, batch)
             for precision, implementation, batch in itertools.product(*self.params)
@@ -63,8 +65,11 @@ class DataParallel:
         return figures
 
     def setup(self, figures, precision, implementation, local_batch):
-        """n/a for a machine without the GPUs, or a commit without what the step needs (asv skips only from setup)."""
+        """n/a for a machine without the GPUs, a commit without what the step needs, or a case that ran out
+        of memory (asv skips only from setup)."""
         skips.skip_if(figures if isinstance(figures, str) else _case_skip_reason(implementation))
+        for row in figures[precision, implementation, local_batch].values():
+            skips.skip_if(row.get("error"))
 
     def track_time_per_sample_1_gpu(self, figures, precision, implementation, local_batch):
         """Milliseconds of a one-GPU step (no DDP) per sample."""

@@ -58,7 +58,8 @@ def measure(
     Returns:
         dicts with the case's fields, ``world``, ``step_ms`` (median wall time of one step),
         ``per_sample_ms`` (``step_ms / (local_batch * world)``) and ``scaling_efficiency``
-        (t(1) / t(world), where world 1 was measured).
+        (t(1) / t(world), where world 1 was measured); a case that ran out of memory has ``error``
+        instead of the times. Any other failure of a rank raises CalledProcessError.
 
     Example::
 
@@ -72,14 +73,23 @@ def measure(
             out = Path(scratch) / f"world{world}.json"
             job = dict(options, cases=[list(case) for case in cases], out=str(out))
             launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}"]
-            env = {**os.environ, **MULTICAST_OFF, "OMP_NUM_THREADS": "1"}
+            env = {**os.environ, **MULTICAST_OFF, "OMP_NUM_THREADS": "1", "PYTHONPATH": _package_path()}
             subprocess.run([*launch, __file__, json.dumps(job)], env=env, check=True)
             rows += json.loads(out.read_text())
-    single = {_case_key(row): row["step_ms"] for row in rows if row["world"] == 1}
+    single = {_case_key(row): row["step_ms"] for row in rows if row["world"] == 1 and "error" not in row}
     for row in rows:
         base = single.get(_case_key(row))
-        row["scaling_efficiency"] = base / row["step_ms"] if base else None
+        row["scaling_efficiency"] = base / row["step_ms"] if base and "error" not in row else None
     return rows
+
+
+def _package_path() -> str:
+    """PYTHONPATH for the ranks: the folder this process imported ``estimators`` from comes first, so the
+    ranks measure the same package (installed, or a checkout's sources)."""
+    import estimators
+
+    source = str(Path(estimators.__file__).resolve().parents[1])
+    return os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))
 
 
 def _case_key(row: dict) -> tuple:
@@ -101,7 +111,7 @@ def _rank_main(job: dict) -> None:
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=_device_id(device))
     try:
-        rows = [_time_case(job, device, world, *case) for case in job["cases"]]
+        rows = [_time_case_or_reason(job, device, world, *case) for case in job["cases"]]
         if int(os.environ["RANK"]) == 0:
             Path(job["out"]).write_text(json.dumps(rows))
     finally:
@@ -111,6 +121,26 @@ def _rank_main(job: dict) -> None:
 
 def _device_id(device):
     return device if device.type == "cuda" else None
+
+
+def _time_case_or_reason(job, device, world, implementation, precision, local_batch) -> dict:
+    """``_time_case``, or its row with ``error`` (out of memory, on every rank) instead of the figures."""
+    import torch
+    import torch.distributed as dist
+
+    try:
+        return _time_case(job, device, world, implementation, precision, local_batch)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        if world > 1:
+            dist.barrier()  # the other ranks stopped at the same collective or reach this one
+        return dict(
+            implementation=implementation,
+            precision=precision,
+            local_batch=local_batch,
+            world=world,
+            error="out of memory",
+        )
 
 
 def _time_case(job, device, world, implementation, precision, local_batch) -> dict:

@@ -97,15 +97,14 @@ def check_codebook(codebook: object, num_categories: int) -> tuple[float, ...]:
     return tuple(float(c) for c in codebook)
 
 
-# Largest |Gumbel perturbation| an estimator adds to a logit before dividing by tau: -log(-log U) lies in
-# [-2.8, 16.7] for U in [2**-24, 1 - 2**-24] (fp32 noise; fp16's is narrower), and Gumbel-Rao's conditional
-# draws add at most log K more (log Z <= max theta + log K), so 20 + log K bounds both.
-NOISE_MARGIN = 20.0
-
-
-def tau_scale_margin(estimator_needs_noise: bool, categories: int) -> float:
-    """What an estimator may add to max |logit| before dividing by tau (``NOISE_MARGIN``), or 0."""
-    return NOISE_MARGIN + math.log(categories) if estimator_needs_noise else 0.0
+# Largest |Gumbel perturbation| an estimator adds to a logit before dividing by tau: for noise U in [tiny,
+# 1 - eps / 2] of a dtype, -log(-log U) lies in [-4.7, log(2 / eps)] (16.6 in fp32, 36.7 in fp64), and
+# Gumbel-Rao's conditional draws add at most log K more (log Z <= max theta + log K).
+def tau_scale_margin(estimator_needs_noise: bool, categories: int, dtype: torch.dtype = torch.float32) -> float:
+    """What an estimator with noise of ``dtype`` may add to max |logit| before dividing by tau, or 0."""
+    if not estimator_needs_noise:
+        return 0.0
+    return max(math.log(2 / torch.finfo(dtype).eps), 4.7) + math.log(categories)
 
 
 def check_tau_scale(largest_logit: float, tau: float, dtype: torch.dtype, margin: float = 0.0) -> None:
@@ -153,7 +152,7 @@ def check_logits_and_noise(logits: torch.Tensor, uniform: torch.Tensor, tau: flo
         raise ValueError("logits must be finite (no NaN or inf); mask a category with a large negative logit")
     if not noise_inside:
         raise ValueError("uniform noise must lie in the open interval (0, 1)")
-    check_tau_scale(largest, tau, logits.dtype, tau_scale_margin(needs_noise, logits.shape[-1]))
+    check_tau_scale(largest, tau, logits.dtype, tau_scale_margin(needs_noise, logits.shape[-1], uniform.dtype))
 
 
 def check_tokens(tokens: object, vocab_size: int, seq_len: int, device: torch.device) -> None:

@@ -6,6 +6,7 @@ TRITON_INTERPRET=1, so CI checks the kernels' math on the CPU.
 """
 
 import importlib.util
+import itertools
 import os
 import subprocess
 import sys
@@ -116,6 +117,34 @@ def test_kernel_masked_linear_forward_and_input_grad(codes, weight_copy):
     assert torch.allclose(y, torch.baddbmm(bias, x, (weight * masks).transpose(1, 2)), atol=1e-4)
     dx = _kernels().masked_linear_input_grad(dev(dy), dev(weight), bits, codes, weight_copy=weight_copy).cpu()
     assert torch.allclose(dx, torch.bmm(dy, weight * masks), atol=1e-4)
+
+
+@needs_kernels
+@pytest.mark.parametrize("key", list(itertools.product([False, True], repeat=3)))  # MATMUL_TILES_BY_SHAPE's keys
+def test_every_tile_configuration_masks_its_edges(key):
+    """Each of MATMUL_TILES_BY_SHAPE's tiles, passed explicitly, on a shape off every tile multiple."""
+    from estimators import triton_kernels
+
+    sixteen_bit, input_grad, _ = key
+    # bf16 dots are wrong under Triton's interpreter (docs/PERFORMANCE.md, "Precision"): fp16 there.
+    dtype = (torch.float16 if INTERPRETED else torch.bfloat16) if sixteen_bit else torch.float32
+    x, weight, bias, logits, dy, index = _problem()
+    masks = index.float()
+    bits = sampler.pack_bits(index).to(KERNEL_DEVICE)
+    tiles = triton_kernels.MATMUL_TILES_BY_SHAPE[key]
+    w_b = (weight * masks).to(dtype).double()
+    if input_grad:
+        got = _kernels().masked_linear_input_grad(
+            dy.to(KERNEL_DEVICE, dtype), weight.to(KERNEL_DEVICE), bits, (0.0, 1.0), tiles=tiles
+        )
+        want = torch.bmm(dy.to(dtype).double(), w_b)
+    else:
+        got = _kernels().masked_linear(
+            x.to(KERNEL_DEVICE, dtype), weight.to(KERNEL_DEVICE), bits, (0.0, 1.0), bias.to(KERNEL_DEVICE), tiles=tiles
+        )
+        want = torch.baddbmm(bias.double(), x.to(dtype).double(), w_b.transpose(1, 2))
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+    assert (got.double().cpu() - want).norm() / want.norm() < tolerance
 
 
 @pytest.mark.cuda

@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--preset", choices=tuple(estimators.PRESETS), default="seed")
-    implementations = [*estimators.IMPLEMENTATIONS, grid.FLOOR, grid.DENSE]
+    # current runs batch 1 only, not a data-parallel batch.
+    implementations = [i for i in (*estimators.IMPLEMENTATIONS, grid.FLOOR, grid.DENSE) if i != "current"]
     parser.add_argument(
         "--implementations", nargs="+", choices=implementations, default=list(grid.DATA_PARALLEL_IMPLEMENTATIONS)
     )

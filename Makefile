@@ -22,12 +22,13 @@ install-browser:
 		fi
 
 # The tests in two processes (pytest-xdist) with a progress bar; the slow ones (asv, a browser, the Triton
-# interpreter, the compiled sweep) are test-slow's. CI (.ci/run) runs both README lines.
+# interpreter, the compiled sweep) are test-slow's, also in two processes, a test file each (the gate's asv
+# runs share one environment directory). CI (.ci/run) runs both README lines.
 test: install
 	$(PYTHON) -m pytest -m "not slow" -n 2
 
 test-slow: install install-browser
-	$(PYTHON) -m pytest -q -m slow
+	$(PYTHON) -m pytest -m slow -n 2 --dist loadfile
 
 bench: install
 	$(PYTHON) -m tools.run.bench

@@ -29,6 +29,8 @@ from benchmarks.step import TrainingStep
 from benchmarks.workload import random_tokens
 from estimators.model import next_token_loss
 
+from ..arguments import positive_int
+
 
 def _median_ms(run, repeats: int) -> tuple[float, float]:
     """Median milliseconds of ``run()`` (which synchronises) over ``repeats`` calls, and the spread (IQR / median)."""
@@ -229,7 +231,7 @@ def profile_step(estimator, implementation, batch, report):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 8, 16])
+    parser.add_argument("--batches", type=positive_int, nargs="+", default=[1, 2, 8, 16])
     parser.add_argument("--estimators", nargs="+", default=list(estimators.ESTIMATORS))
     parser.add_argument(
         "--implementations", nargs="+", default=[*estimators.IMPLEMENTATIONS, estimators.FLOOR, grid.DENSE]
@@ -239,7 +241,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--sweep", nargs="*", choices=("fp32", "bf16", "fp16"), help="the fused kernels alone, per dtype"
     )
-    parser.add_argument("--sweep-widths", type=int, nargs="+", default=[512], help="d_model of the swept layers")
+    parser.add_argument(
+        "--sweep-widths", type=positive_int, nargs="+", default=[512], help="d_model of the swept layers"
+    )
     parser.add_argument("--sweep-precisions", nargs="+", default=["tf32x3", "tf32"], choices=("tf32x3", "tf32"))
     parser.add_argument("--overhead", action="store_true", help="host cost per step of a tiny model")
     parser.add_argument("--skip-table", action="store_true")
@@ -247,8 +251,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         parser.error("profiles CUDA kernels and needs a CUDA device (torch.cuda.is_available() is False)")
-    if min(args.batches) < 1 or args.repeats < 2 or min(args.sweep_widths) < 1:
-        parser.error("--batches and --sweep-widths must be integers >= 1, --repeats >= 2")
+    if args.repeats < 2:
+        parser.error("--repeats must be >= 2 (the spread takes quartiles)")
     args.out.mkdir(parents=True, exist_ok=True)
     report = [f"{torch.cuda.get_device_name()} torch {torch.__version__} preset {PRESET}"]
     rows = []

@@ -354,7 +354,7 @@ def reference_comparison(measurements, machine: str, reference_path: str) -> str
 
 def data_parallel_report(measurements, machine: str) -> str:
     """Per precision, implementation and rows per GPU: the eager DDP step on 1 and N GPUs and the efficiency."""
-    out = [
+    header = [
         f"Machine `{machine}`, commit `{measurements.commit[:8]}`: eager training steps of ste (bench_data_parallel), "
         f"ms; efficiency = t(1 GPU) / t({DATA_PARALLEL_WORLD} GPUs) at the same rows per GPU.",
         "",
@@ -362,6 +362,7 @@ def data_parallel_report(measurements, machine: str) -> str:
         f"| per sample, {DATA_PARALLEL_WORLD} GPUs | efficiency |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
+    rows_of_table = []
     for precision, implementation, rows in itertools.product(
         DATA_PARALLEL_PRECISIONS, DATA_PARALLEL_IMPLEMENTATIONS, DATA_PARALLEL_BATCHES
     ):
@@ -382,10 +383,10 @@ def data_parallel_report(measurements, machine: str) -> str:
             f"{several.median:.3f}" if several else "n/a",
             f"{1 / inverse.median:.3f}" if inverse else "n/a",
         ]
-        out.append(f"| {precision} | {implementation} | {rows} | " + " | ".join(cells) + " |")
-    if len(out) == 4:
-        out.append(f"(no data-parallel results: machines with {DATA_PARALLEL_WORLD} or more GPUs have them)")
-    return "\n".join(out)
+        rows_of_table.append(f"| {precision} | {implementation} | {rows} | " + " | ".join(cells) + " |")
+    if not rows_of_table:
+        rows_of_table = [f"(no data-parallel results: machines with {DATA_PARALLEL_WORLD} or more GPUs have them)"]
+    return "\n".join(header + rows_of_table)
 
 
 def main(argv=None) -> int:

@@ -4,9 +4,11 @@ For each precision, implementation and batch: the eager step's wall time
 (forward and backward launched from Python, then a synchronisation; the
 suite's ``EagerStep``), the host's share of it (the time until the step's
 Python returns, started on an idle device), and the CUDA kernel launches per
-step counted by torch.profiler; for ``fused``, the eager step again with the
-forward's value checks (``_checks.check_step_values``, one synchronisation)
-switched off, which says what that synchronisation costs a loop. Uses only
+step counted by torch.profiler; for every implementation but Dense, the eager
+step again with the forward's value checks (``_checks.check_step_values``, one
+synchronisation) switched off, which says what that synchronisation costs a
+loop. The eager steps of one batch and precision are timed round-robin, and
+each one's ratio to the Dense step is taken round by round. Uses only
 the package's public API and ``benchmarks.dense``, so it also measures an
 older checkout (run it from that checkout's root with PYTHONPATH=.):
 
@@ -84,28 +86,40 @@ def value_checks_off():
         _checks.check_step_values = saved
 
 
-def measure(implementation: str, batch: int, precision: str, repeats: int) -> dict:
-    step = make_step(implementation, batch, precision)
-    for _ in range(3):
-        step()
+def measure_group(implementations, batch: int, precision: str, repeats: int) -> list[dict]:
+    """One row per implementation at (batch, precision). The eager steps of every implementation (and fused's
+    without the value checks) are timed round-robin, one step each a round, so that host noise, which drifts
+    over seconds, falls on all of them alike; each row's ``eager_over_dense`` is the median of the rounds'
+    ratios to the Dense step timed in the same round."""
+    steps = {implementation: make_step(implementation, batch, precision) for implementation in implementations}
+    for step in steps.values():
+        for _ in range(3):
+            step()
 
-    def synchronised():
-        step()
-        torch.cuda.synchronize()
+    def synchronised(step):
+        return lambda: (step(), torch.cuda.synchronize())
 
-    row = dict(implementation=implementation, batch=batch, precision=precision)
-    row["eager_ms"] = median_ms(synchronised, repeats)
-    row["host_ms"] = median_ms(step, repeats)
-    row["launches"] = launches_per_step(step)
-    if implementation != "dense":  # with and without the checks, interleaved: host noise drifts
-        with_checks, without_checks = [], []
-        for _ in range(repeats):
-            with_checks.append(median_ms(synchronised, 1))
-            with value_checks_off():
-                without_checks.append(median_ms(synchronised, 1))
-        row["eager_ms_with_checks"] = statistics.median(with_checks)
-        row["eager_ms_without_checks"] = statistics.median(without_checks)
-    return row
+    timed = {name: synchronised(step) for name, step in steps.items()}
+    rounds = {name: [] for name in timed}
+    unchecked = {name: [] for name in timed if name != "dense"}
+    for _ in range(repeats):
+        for name, run in timed.items():
+            rounds[name].append(median_ms(run, 1))
+            if name in unchecked:
+                with value_checks_off():
+                    unchecked[name].append(median_ms(run, 1))
+    rows = []
+    for name, step in steps.items():
+        row = dict(implementation=name, batch=batch, precision=precision)
+        row["eager_ms"] = statistics.median(rounds[name])
+        if "dense" in rounds:
+            row["eager_over_dense"] = statistics.median(t / d for t, d in zip(rounds[name], rounds["dense"]))
+        if name in unchecked:
+            row["eager_ms_without_checks"] = statistics.median(unchecked[name])
+        row["host_ms"] = median_ms(step, repeats)
+        row["launches"] = launches_per_step(step)
+        rows.append(row)
+    return rows
 
 
 def main(argv=None) -> int:
@@ -124,8 +138,7 @@ def main(argv=None) -> int:
     rows = []
     for precision in args.precisions:
         for batch in args.batches:
-            for implementation in args.implementations:
-                row = measure(implementation, batch, precision, args.repeats)
+            for row in measure_group(args.implementations, batch, precision, args.repeats):
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -61,12 +61,12 @@ def fused_linear(x: torch.Tensor, layer, draw) -> torch.Tensor:
         >>> y = fused_linear(torch.randn(4, 16, layer.weight.shape[1]), layer, draw)
     """
     device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        x = x.to(torch.get_autocast_dtype(device_type))
-    with torch.autocast(device_type, enabled=False):
-        return _FusedStochasticLinear.apply(
-            x, layer.weight, layer.bias, layer.logits, layer.codebook, layer.codes, layer.param_id, draw
-        )
+    arguments = (x, layer.weight, layer.bias, layer.logits, layer.codebook, layer.codes, layer.param_id, draw)
+    if not torch.is_autocast_enabled(device_type):
+        return _FusedStochasticLinear.apply(*arguments)
+    x = x.to(torch.get_autocast_dtype(device_type))
+    with torch.autocast(device_type, enabled=False):  # the CPU path's torch matmuls run in x's dtype
+        return _FusedStochasticLinear.apply(x, *arguments[1:])
 
 
 def _dot_precision(kernels) -> str:
@@ -91,7 +91,7 @@ class _FusedStochasticLinear(torch.autograd.Function):
                 w = (weight * _mask_values(masks[rows], values)).to(x.dtype)
                 y[rows] = torch.baddbmm(bias.to(x.dtype), x[rows], w.transpose(1, 2))
         ctx.kernels, ctx.codes, ctx.param_id, ctx.draw = kernels, codes, param_id, draw
-        ctx.save_for_backward(x, weight, logits, codebook, masks)
+        ctx.save_for_backward(x, weight, bias, logits, codebook, masks)
         return y
 
     @staticmethod
@@ -104,8 +104,7 @@ class _FusedStochasticLinear(torch.autograd.Function):
         dy = dy.contiguous()
         need_x, need_w, need_bias, need_logits = ctx.needs_input_grad[:4]
         backward = _kernel_backward if ctx.kernels is not None else _chunked_backward
-        dx, dw, dlogits = backward(ctx, dy, need_x, need_w, need_logits)
-        dbias = dy.sum((0, 1), dtype=torch.float32).to(ctx.saved_tensors[1].dtype) if need_bias else None
+        dx, dw, dbias, dlogits = backward(ctx, dy, need_x, need_w, need_bias, need_logits)
         return dx, dw, dbias, dlogits, None, None, None, None
 
 
@@ -118,13 +117,17 @@ def _mask_values(index: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     return codebook[index.long()]
 
 
-def _kernel_backward(ctx, dy, need_x, need_w, need_logits):
-    x, weight, logits, codebook, bits = ctx.saved_tensors
+def _bias_grad(dy, bias):
+    return dy.sum((0, 1), dtype=torch.float32).to(bias.dtype)
+
+
+def _kernel_backward(ctx, dy, need_x, need_w, need_bias, need_logits):
+    x, weight, bias, logits, codebook, bits = ctx.saved_tensors
     draw, kernels = ctx.draw, ctx.kernels
     dx = kernels.masked_linear_input_grad(dy, weight, bits, ctx.codes, precision=ctx.precision) if need_x else None
     if not (need_w or need_logits):
-        return dx, None, None
-    dw, dlogits = kernels.masked_param_grads(
+        return dx, None, (_bias_grad(dy, bias) if need_bias else None), None
+    dw, dlogits, dbias = kernels.masked_param_grads(
         dy,
         x,
         bits,
@@ -136,12 +139,13 @@ def _kernel_backward(ctx, dy, need_x, need_w, need_logits):
         noise_stream=(draw.seed, ctx.param_id, draw.samples.start),
         need_weight=need_w,
         need_logits=need_logits,
+        bias=bias if need_bias else None,
         precision=ctx.precision,
     )
-    return dx, dw, dlogits
+    return dx, dw, dbias, dlogits
 
 
-def _chunked_backward(ctx, dy, need_x, need_w, need_logits):
+def _chunked_backward(ctx, dy, need_x, need_w, need_bias, need_logits):
     """The torch path (CPU; K > 2 anywhere), a few samples at a time, with G_b = dy_b^T x_b:
 
     dL/dW = sum_k c_k S_k and, for estimators whose coefficient a_b depends on the
@@ -151,7 +155,8 @@ def _chunked_backward(ctx, dy, need_x, need_w, need_logits):
     (G_b * W) * a_b sample by sample; for K = 2 only a_b's category-1 component
     (``binary_logit_grad``), since category 0's is its negative.
     """
-    x, weight, logits, codebook, index = ctx.saved_tensors
+    x, weight, bias, logits, codebook, index = ctx.saved_tensors
+    dbias = _bias_grad(dy, bias) if need_bias else None
     draw = ctx.draw
     estimator = ESTIMATOR_FUNCTIONS[draw.estimator]
     categories = logits.shape[-1]
@@ -180,7 +185,7 @@ def _chunked_backward(ctx, dy, need_x, need_w, need_logits):
                 coefficient = estimator.logit_grad(logits32, one_hot, uniform, draw.tau, codebook32)
                 dlogits += ((grad_w * weight32).unsqueeze(-1) * coefficient).sum(0)
     if not (need_w or need_logits):
-        return dx, None, None
+        return dx, None, dbias, None
     if per_sample and categories == 2:
         dlogits[..., 0] = -dlogits[..., 1]
     category_sums[0] -= category_sums[1:].sum(0)
@@ -190,4 +195,4 @@ def _chunked_backward(ctx, dy, need_x, need_w, need_logits):
         coefficient = estimator.logit_grad(logits32, sampled, None, draw.tau, codebook32)  # [s, out, in, K]
         coefficient = coefficient.expand(categories, *logits.shape)  # also where it does not depend on s
         dlogits = weight32.unsqueeze(-1) * (coefficient * category_sums.unsqueeze(-1)).sum(0)
-    return dx, dw, (dlogits.to(logits.dtype) if need_logits else None)
+    return dx, dw, dbias, (dlogits.to(logits.dtype) if need_logits else None)

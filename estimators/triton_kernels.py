@@ -26,6 +26,7 @@ from triton.language.extra import libdevice
 
 from . import noise
 from ._backend import INTERPRETED
+from ._launch import launch
 from .gradients import GST_GAP, GUMBEL_RAO_DRAWS
 
 _INTERPRETED = tl.constexpr(INTERPRETED)
@@ -275,6 +276,7 @@ def _masked_weight_grad_kernel(
     mask_bits_ptr,  # uint8 [batch, mask_bytes]: sample b's K = 2 mask bits
     logits_ptr,  # [out_features, in_features, 2] (read only when NOISE is an estimator's code)
     out_ptr,  # fp32 [splits, 3, out_features, in_features]: the partial sums, one plane each
+    bias_out_ptr,  # fp32 [splits, out_features]: the partial sums of dy over rows (written when HAS_BIAS_GRAD)
     # The noise of sample first_sample + b (read only when NOISE is an estimator's code): see _param_key.
     seed_ptr,
     key,
@@ -300,6 +302,7 @@ def _masked_weight_grad_kernel(
     # Compile-time switches and tiles.
     NOISE: tl.constexpr,
     SEED_ON_DEVICE: tl.constexpr,
+    HAS_BIAS_GRAD: tl.constexpr,
     BLOCK_O: tl.constexpr,
     BLOCK_I: tl.constexpr,
     BLOCK_T: tl.constexpr,
@@ -312,6 +315,8 @@ def _masked_weight_grad_kernel(
     Gumbel-softmax estimator (NOISE = GUMBEL_SOFTMAX), out[split, 2] = sum_b G_b * alpha_b with
     alpha_b = y0 y1 (c1 - c0) / tau, y = softmax((theta + G(U_b)) / tau); for Gumbel-Rao
     (NOISE = GUMBEL_RAO) alpha_b = mean_m y_m0 y_m1 (c1 - c0) / tau over its DRAWS conditional draws.
+    With HAS_BIAS_GRAD, the programs of the first column of tiles also write bias_out[split] = the sum of
+    dy over the split's rows (every program sums its dy tiles; the sum is a few adds a loaded element).
     """
     split = tl.program_id(2)
     offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
@@ -326,6 +331,7 @@ def _masked_weight_grad_kernel(
     sum_all = tl.zeros((BLOCK_O, BLOCK_I), dtype=tl.float32)
     sum_set = tl.zeros((BLOCK_O, BLOCK_I), dtype=tl.float32)
     sum_alpha = tl.zeros((BLOCK_O, BLOCK_I), dtype=tl.float32)
+    sum_dy = tl.zeros((BLOCK_O,), dtype=tl.float32)
     b_start = split * samples_per_split
     b_end = tl.minimum(batch, b_start + samples_per_split)
     for b in range(b_start, b_end):
@@ -346,6 +352,8 @@ def _masked_weight_grad_kernel(
                 other=0.0,
             )
             g += tl.dot(dy_t, x_t, input_precision=PRECISION)
+            if HAS_BIAS_GRAD:
+                sum_dy += tl.sum(dy_t.to(tl.float32), axis=1)
         sum_all += g
         sum_set += tl.where(_mask_bit(mask_bits_ptr + b64 * mask_bytes, weight, tile_mask) != 0, g, 0.0)
         if NOISE == GUMBEL_SOFTMAX:
@@ -373,18 +381,24 @@ def _masked_weight_grad_kernel(
     tl.store(out + plane, sum_set, mask=tile_mask)
     if NOISE != NO_NOISE:
         tl.store(out + 2 * plane, sum_alpha, mask=tile_mask)
+    if HAS_BIAS_GRAD:
+        if tl.program_id(1) == 0:  # the first column of tiles
+            tl.store(bias_out_ptr + split * out_features + offs_o, sum_dy, mask=offs_o < out_features)
 
 
 @triton.jit
 def _param_grads_kernel(
     # Operands. Shapes in [brackets].
     partial_ptr,  # fp32 [splits, 3, n_weights]: _masked_weight_grad_kernel's partial sums
+    bias_partial_ptr,  # fp32 [splits, out_features]: its partial sums of dy (read when HAS_DBIAS)
     weight_ptr,  # [out_features, in_features] (read only when HAS_DLOGITS)
     logits_ptr,  # [out_features, in_features, 2] (read only for STE, REINMAX and GAPPED_STRAIGHT_THROUGH)
     dw_ptr,  # [out_features, in_features]: dL/dW, stored in W's dtype (when HAS_DW)
     dlogits_ptr,  # [out_features, in_features, 2]: dL/dtheta, stored in the logits' dtype (when HAS_DLOGITS)
+    dbias_ptr,  # [out_features]: dL/dbias, stored in the bias's dtype (when HAS_DBIAS)
     # Sizes.
     n_weights,
+    out_features,
     splits,
     # Scalars of the estimator and the codebook.
     inv_tau,
@@ -395,6 +409,7 @@ def _param_grads_kernel(
     ESTIMATOR: tl.constexpr,
     HAS_DW: tl.constexpr,
     HAS_DLOGITS: tl.constexpr,
+    HAS_DBIAS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     """The weight and logit gradients of a K = 2 layer from the batch sums, elementwise over the weights.
@@ -409,6 +424,7 @@ def _param_grads_kernel(
     sum over s of q0(s) q1(s) d / tau * S_s;
     for gumbel and gumbel_rao: the batch sum of G_b * alpha_b, the third partial sum.
     These are ``gradients``' formulas for K = 2, where J(pi) c = pi0 pi1 d (-1, 1).
+    With HAS_DBIAS, the first out_features programs' elements also sum the bias partials: dL/dbias.
     """
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n_weights
@@ -422,6 +438,13 @@ def _param_grads_kernel(
         if ESTIMATOR == GUMBEL_SOFTMAX or ESTIMATOR == GUMBEL_RAO:
             sum_alpha += tl.load(base + 2 * n_weights, mask=mask, other=0.0)
     sum_unset = sum_all - sum_set
+    if HAS_DBIAS:
+        if tl.program_id(0) * BLOCK < out_features:
+            bias_mask = offs < out_features
+            sum_dy = tl.zeros((BLOCK,), tl.float32)
+            for split in range(splits):
+                sum_dy += tl.load(bias_partial_ptr + split * out_features + offs, mask=bias_mask, other=0.0)
+            tl.store(dbias_ptr + offs, sum_dy, mask=bias_mask)
     if HAS_DW:
         tl.store(dw_ptr + offs, code0 * sum_unset + code1 * sum_set, mask=mask)
     if HAS_DLOGITS:
@@ -485,6 +508,11 @@ INPUT_GRAD_WEIGHT_COPY = True
 DOT_PRECISION = "tf32x3"  # see the module docstring; "ieee" is 4x slower at the same accuracy
 
 
+def _cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for ints on the host (``triton.cdiv`` is a constexpr function: slow to call from Python)."""
+    return -(-a // b)
+
+
 def _seed_arguments(seed, param: int, placeholder: torch.Tensor) -> tuple:
     """The kernels' (seed_ptr, key, SEED_ON_DEVICE) for ``seed``, an int or an int64 tensor on the device
     (see ``_param_key``); ``placeholder`` fills the unused pointer."""
@@ -499,9 +527,11 @@ def uniform(seed, param: int, samples: range, numel: int, device) -> torch.Tenso
     ``seed`` is an int, or an int64 tensor on ``device`` read by the kernel (a CUDA graph replays its value).
     """
     out = torch.empty(len(samples), numel, dtype=torch.float32, device=device)
-    grid = (triton.cdiv(numel, SAMPLER_BLOCK), len(samples))
+    grid = (_cdiv(numel, SAMPLER_BLOCK), len(samples))
     seed_ptr, key, on_device = _seed_arguments(seed, param, out)
-    _uniform_kernel[grid](seed_ptr, key, samples.start, out, numel, SEED_ON_DEVICE=on_device, BLOCK=SAMPLER_BLOCK)
+    launch(
+        _uniform_kernel, grid, seed_ptr, key, samples.start, out, numel, SEED_ON_DEVICE=on_device, BLOCK=SAMPLER_BLOCK
+    )
     return out
 
 
@@ -510,9 +540,11 @@ def sample_index(logits: torch.Tensor, seed, param: int, samples: range) -> torc
     logits = logits.contiguous()
     n_weights = logits.numel() // logits.shape[-1]
     out = torch.empty(len(samples), *logits.shape[:-1], dtype=torch.uint8, device=logits.device)
-    grid = (triton.cdiv(n_weights, SAMPLER_BLOCK), len(samples))
+    grid = (_cdiv(n_weights, SAMPLER_BLOCK), len(samples))
     seed_ptr, key, on_device = _seed_arguments(seed, param, logits)
-    _sample_index_kernel[grid](
+    launch(
+        _sample_index_kernel,
+        grid,
         logits,
         seed_ptr,
         key,
@@ -530,11 +562,13 @@ def sample_bits(logits: torch.Tensor, seed, param: int, samples: range) -> torch
     """uint8 [B, ceil(W / 8)]: the K = 2 sample packed as bits (``sampler.draw_bits``' layout); seed: as ``uniform``."""
     logits = logits.contiguous()
     n_weights = logits.numel() // 2
-    mask_bytes = triton.cdiv(n_weights, 8)
+    mask_bytes = _cdiv(n_weights, 8)
     out = torch.empty(len(samples), mask_bytes, dtype=torch.uint8, device=logits.device)
-    grid = (triton.cdiv(mask_bytes, SAMPLER_BLOCK // 8), len(samples))
+    grid = (_cdiv(mask_bytes, SAMPLER_BLOCK // 8), len(samples))
     seed_ptr, key, on_device = _seed_arguments(seed, param, logits)
-    _sample_bits_kernel[grid](
+    launch(
+        _sample_bits_kernel,
+        grid,
         logits,
         seed_ptr,
         key,
@@ -571,8 +605,10 @@ def _masked_matmul(a, weight, mask_bits, codes, bias, transpose_weight: bool, ti
     if transpose_weight and weight_copy:
         weight = weight.t().contiguous()  # [in, out]: B[k, n] = W^T[n, k]
         stride_wn, stride_wk = out_features, 1
-    grid = (triton.cdiv(time, tiles["BLOCK_T"]), triton.cdiv(n_cols, tiles["BLOCK_N"]), batch)
-    _masked_matmul_kernel[grid](
+    grid = (_cdiv(time, tiles["BLOCK_T"]), _cdiv(n_cols, tiles["BLOCK_N"]), batch)
+    launch(
+        _masked_matmul_kernel,
+        grid,
         a,
         weight,
         mask_bits,
@@ -626,32 +662,37 @@ def masked_linear_input_grad(
     return _masked_matmul(dy, weight.contiguous(), mask_bits, codes, None, True, tiles, precision, weight_copy)
 
 
-def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs) -> torch.Tensor:
-    """fp32 [splits, 3, out, in]: the partial sums of ``masked_weight_grad``, one group of samples a split.
+def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs, bias_grad=False):
+    """fp32 [splits, 3, out, in]: the partial sums of ``masked_weight_grad``, one group of samples a split, and,
+    where ``bias_grad``, fp32 [splits, out]: the sums of dy over each split's rows (else None).
 
     ``noisy``: None, or (estimator in ``NOISE_ESTIMATORS``, logits, seed, param, first_sample, tau).
     """
     tiles = tiles or _tiles_for(dy.dtype, WEIGHT_GRAD_TILES, WEIGHT_GRAD_TILES_16BIT)
     batch, time, out_features = dy.shape
     in_features = x.shape[2]
-    tile_count = triton.cdiv(out_features, tiles["BLOCK_O"]) * triton.cdiv(in_features, tiles["BLOCK_I"])
+    tile_count = _cdiv(out_features, tiles["BLOCK_O"]) * _cdiv(in_features, tiles["BLOCK_I"])
     splits = max(1, min(batch, target_programs // tile_count))
-    per_split = triton.cdiv(batch, splits)
-    splits = triton.cdiv(batch, per_split)
+    per_split = _cdiv(batch, splits)
+    splits = _cdiv(batch, per_split)
     partial = torch.empty(splits, 3, out_features, in_features, dtype=torch.float32, device=dy.device)
+    bias_partial = torch.empty(splits, out_features, dtype=torch.float32, device=dy.device) if bias_grad else None
     if noisy is None:
         estimator, logits, seed, param, first_sample, inv_tau = None, dy, 0, 0, 0, 1.0  # placeholders: unread
     else:
         estimator, logits, seed, param, first_sample, tau = noisy
         logits, inv_tau = logits.contiguous(), 1.0 / tau
     seed_ptr, key, on_device = _seed_arguments(seed, param, logits)
-    grid = (triton.cdiv(out_features, tiles["BLOCK_O"]), triton.cdiv(in_features, tiles["BLOCK_I"]), splits)
-    _masked_weight_grad_kernel[grid](
+    grid = (_cdiv(out_features, tiles["BLOCK_O"]), _cdiv(in_features, tiles["BLOCK_I"]), splits)
+    launch(
+        _masked_weight_grad_kernel,
+        grid,
         dy,
         x,
         mask_bits,
         logits,
         partial,
+        bias_partial if bias_grad else partial,
         seed_ptr,
         key,
         first_sample,
@@ -667,11 +708,12 @@ def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, targ
         *codes,
         NOISE=NO_NOISE.value if estimator is None else ESTIMATOR_CODES[estimator],
         SEED_ON_DEVICE=on_device,
+        HAS_BIAS_GRAD=bias_grad,
         PRECISION=precision,
         DRAWS=GUMBEL_RAO_DRAWS,
         **tiles,
     )
-    return partial
+    return partial, bias_partial
 
 
 def masked_weight_grad(
@@ -698,7 +740,7 @@ def masked_weight_grad(
         (sum_b G_b, sum_b G_b * bit_b, sum_b G_b * alpha_b or None), fp32 ``[out, in]`` each.
     """
     noisy = None if gumbel is None else ("gumbel", *gumbel)
-    sums = _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs).sum(0)
+    sums = _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs)[0].sum(0)
     return sums[0], sums[1], (sums[2] if gumbel is not None else None)
 
 
@@ -714,11 +756,13 @@ def masked_param_grads(
     noise_stream: tuple = (0, 0, 0),
     need_weight: bool = True,
     need_logits: bool = True,
+    bias: torch.Tensor | None = None,
     tiles=None,
     precision=DOT_PRECISION,
     target_programs=TARGET_PROGRAMS,
 ):
-    """dL/dW and dL/dtheta of a fused K = 2 layer in two launches: the batch sums, then ``_param_grads_kernel``.
+    """dL/dW, dL/dtheta (and dL/dbias) of a fused K = 2 layer in two launches: the batch sums, then
+    ``_param_grads_kernel``.
 
     Args:
         dy, x, mask_bits, codes: as ``masked_weight_grad``.
@@ -726,23 +770,33 @@ def masked_param_grads(
         estimator: a name in ``ESTIMATOR_CODES``; tau: its temperature.
         noise_stream: (seed, param, first_sample) of the masks' noise (Gumbel-softmax and Gumbel-Rao recompute it).
         need_weight, need_logits: which gradients to compute.
+        bias: the layer's bias ``[out]``, whose gradient (the sum of dy over rows) to compute too, or None.
         tiles, precision, target_programs: as ``masked_weight_grad``.
 
     Returns:
-        (dL/dW in W's dtype or None, dL/dtheta in the logits' dtype or None).
+        (dL/dW in W's dtype or None, dL/dtheta in the logits' dtype or None, dL/dbias in the bias's dtype or None).
     """
     noisy = (estimator, logits, *noise_stream, tau) if estimator in NOISE_ESTIMATORS else None
-    partial = _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs)
+    need_bias = bias is not None
+    partial, bias_partial = _weight_grad_partials(
+        dy, x, mask_bits, codes, noisy, tiles, precision, target_programs, bias_grad=need_bias
+    )
     dw = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else None
     dlogits = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_logits else None
+    dbias = torch.empty_like(bias, memory_format=torch.contiguous_format) if need_bias else None
     n_weights = weight.numel()
-    _param_grads_kernel[(triton.cdiv(n_weights, EPILOGUE_BLOCK),)](
+    launch(
+        _param_grads_kernel,
+        (_cdiv(n_weights, EPILOGUE_BLOCK),),
         partial,
+        bias_partial if need_bias else partial,
         weight.contiguous(),
         logits.contiguous(),
         dw if need_weight else partial,
         dlogits if need_logits else partial,
+        dbias if need_bias else partial,
         n_weights,
+        weight.shape[0],
         partial.shape[0],
         1.0 / tau,
         GST_GAP,
@@ -750,6 +804,7 @@ def masked_param_grads(
         ESTIMATOR=ESTIMATOR_CODES[estimator],
         HAS_DW=need_weight,
         HAS_DLOGITS=need_logits,
+        HAS_DBIAS=need_bias,
         BLOCK=EPILOGUE_BLOCK,
     )
-    return dw, dlogits
+    return dw, dlogits, dbias

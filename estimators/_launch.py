@@ -1,0 +1,93 @@
+"""Triton launches that skip the JIT's per-call binding once a specialisation has been compiled.
+
+``kernel[grid](*args, **constexprs)`` binds the arguments, derives their
+specialisation and looks the compiled kernel up on every call: about 20 us of
+Python a launch on the H100 hosts, against a launch's few microseconds, and a
+fused training step makes 60 of them. ``launch`` keys the compiled kernel by
+the properties Triton specialises on, read in a few tuple operations:
+
+- a tensor: its dtype and whether its address is 16-byte aligned;
+- an int: whether it is 1 (compiled in as a constant), divisible by 16, and
+  which of int32, int64 or uint64 holds it;
+- a float: nothing (always fp32); a bool: its value;
+- the keyword arguments (constexprs, ``num_warps``...) by value, and the current device.
+
+The first launch of a key goes through ``kernel[grid]``, which compiles (or
+finds) the kernel; later launches of that key call its launcher directly. Where
+that cannot be done the same way, every launch takes ``kernel[grid]``: under
+Triton's interpreter, while launch hooks are set (profilers such as proton set
+them), and with a Triton whose compiled kernels lack the launcher's attributes.
+Triton's global knobs (debug, instrumentation) are read at a key's first launch only.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from ._backend import INTERPRETED
+
+try:
+    from triton import knobs as _knobs
+except ImportError:  # a Triton before 3.4: no launch-hook knobs to read
+    _knobs = None
+_driver = triton.runtime.driver
+_LAUNCHER_ATTRIBUTES = ("run", "function", "packed_metadata")
+_INT32, _UINT64 = 2**31, 2**63
+
+# (kernel, device, argument keys, keyword arguments) -> (compiled kernel, the constexprs' values in signature order)
+_compiled: dict[tuple, tuple] = {}
+
+
+def argument_key(value) -> tuple:
+    """What Triton's specialisation reads of a launch argument (see the module docstring)."""
+    if isinstance(value, torch.Tensor):
+        return value.dtype, value.data_ptr() % 16 == 0
+    if isinstance(value, bool):
+        return bool, value
+    if isinstance(value, int):
+        return int, value == 1, value % 16 == 0, -_INT32 <= value < _INT32, value < _UINT64
+    if isinstance(value, float):
+        return (float,)
+    raise TypeError(f"launch() takes tensors, ints, floats and bools as runtime arguments, got {type(value).__name__}")
+
+
+def _hook_set(hook) -> bool:
+    """A launch hook is set: a callable, or a Triton ``HookChain`` (3.5 and later) with calls in it."""
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
+def _hooks_set() -> bool:
+    return _knobs is None or _hook_set(_knobs.runtime.launch_enter_hook) or _hook_set(_knobs.runtime.launch_exit_hook)
+
+
+def launch(kernel, grid: tuple, *args, **constexprs) -> None:
+    """``kernel[grid](*args, **constexprs)``, calling the compiled kernel's launcher directly after its first launch.
+
+    Args:
+        kernel: a ``triton.jit`` function whose runtime arguments are all positional and come first.
+        grid: one to three program counts.
+        args: the runtime arguments (tensors, ints, floats, bools), in the kernel's order.
+        constexprs: the compile-time arguments and launch options (``num_warps``...), by keyword.
+
+    Example::
+
+        >>> launch(_uniform_kernel, (blocks, batch), seed_ptr, key, first, out, numel, SEED_ON_DEVICE=False, BLOCK=1024)
+    """
+    if INTERPRETED or _hooks_set():
+        kernel[grid](*args, **constexprs)
+        return
+    device = _driver.active.get_current_device()
+    key = (kernel, device, tuple(map(argument_key, args)), tuple(constexprs.items()))
+    bound = _compiled.get(key)
+    if bound is None:
+        compiled = kernel[grid](*args, **constexprs)
+        if all(hasattr(compiled, name) for name in _LAUNCHER_ATTRIBUTES):
+            _compiled[key] = compiled, tuple(constexprs[name] for name in kernel.arg_names[len(args) :])
+        return
+    compiled, tail = bound
+    grid_x, grid_y, grid_z = (*grid, 1, 1)[:3]
+    stream = _driver.active.get_current_stream(device)
+    compiled.run(
+        grid_x, grid_y, grid_z, stream, compiled.function, compiled.packed_metadata, None, None, None, *args, *tail
+    )

@@ -113,7 +113,8 @@ def measure_group(implementations, batch: int, precision: str, repeats: int) -> 
         row = dict(implementation=name, batch=batch, precision=precision)
         row["eager_ms"] = statistics.median(rounds[name])
         if "dense" in rounds:
-            row["eager_over_dense"] = statistics.median(t / d for t, d in zip(rounds[name], rounds["dense"]))
+            ratios = [t / d for t, d in zip(rounds[name], rounds["dense"], strict=True)]
+            row["eager_over_dense"] = statistics.median(ratios)
         if name in unchecked:
             row["eager_ms_without_checks"] = statistics.median(unchecked[name])
         row["host_ms"] = median_ms(step, repeats)

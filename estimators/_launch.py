@@ -41,15 +41,29 @@ _compiled: dict[tuple, tuple] = {}
 
 def argument_key(value) -> tuple:
     """What Triton's specialisation reads of a launch argument (see the module docstring)."""
+    if type(value) is int:  # the common case first: sizes and strides (a bool is not an int here)
+        return value == 1, value % 16 == 0, -_INT32 <= value < _INT32, value < _UINT64
     if isinstance(value, torch.Tensor):
         return value.dtype, value.data_ptr() % 16 == 0
     if isinstance(value, bool):
         return bool, value
-    if isinstance(value, int):
-        return int, value == 1, value % 16 == 0, -_INT32 <= value < _INT32, value < _UINT64
     if isinstance(value, float):
         return (float,)
+    if isinstance(value, int):  # an int subclass (an IntEnum...): Triton reads it as an int
+        return argument_key(int(value))
     raise TypeError(f"launch() takes tensors, ints, floats and bools as runtime arguments, got {type(value).__name__}")
+
+
+def _arguments_key(args: tuple) -> tuple:
+    """``argument_key`` of every argument, inlined for the ints and tensors that make up most launches."""
+    return tuple(
+        (value == 1, value % 16 == 0, -_INT32 <= value < _INT32, value < _UINT64)
+        if type(value) is int
+        else (value.dtype, value.data_ptr() % 16 == 0)
+        if type(value) is torch.Tensor or type(value) is torch.nn.Parameter
+        else argument_key(value)
+        for value in args
+    )
 
 
 def _hook_set(hook) -> bool:
@@ -78,7 +92,7 @@ def launch(kernel, grid: tuple, *args, **constexprs) -> None:
         kernel[grid](*args, **constexprs)
         return
     device = _driver.active.get_current_device()
-    key = (kernel, device, tuple(map(argument_key, args)), tuple(constexprs.items()))
+    key = (kernel, device, _arguments_key(args), tuple(constexprs.items()))
     bound = _compiled.get(key)
     if bound is None:
         compiled = kernel[grid](*args, **constexprs)

@@ -117,3 +117,10 @@ def test_launch_hooks_send_every_launch_through_triton():
         else:
             runtime.launch_enter_hook = saved
     assert not _launch._hooks_set()
+
+
+def test_the_inlined_keys_are_argument_key():
+    from estimators._launch import _arguments_key, argument_key
+
+    arguments = tuple(_launch_arguments()) + (torch.nn.Parameter(torch.zeros(3)),)
+    assert _arguments_key(arguments) == tuple(map(argument_key, arguments))

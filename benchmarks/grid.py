@@ -103,7 +103,10 @@ EAGER_BATCHES = (1, 16)
 # replays, on CUDA.
 WIDTHS = (512, 1024, 2048)
 WIDTH_IMPLEMENTATIONS = ("fused", FLOOR, DENSE, "bmm")
-WIDTH_BATCHES = (16, 64)
+WIDTH_BATCHES = (16, 64, 256)
+# bmm at batch 256 would hold 48 GB at width 1024 and take minutes to warm up; the width targets compare fused
+# with the Floor, which run there.
+WIDTH_LARGE_BATCH_IMPLEMENTATIONS = ("fused", FLOOR, DENSE)
 
 
 def eager_skip_reason(implementation: str, batch: int, device: str) -> str | None:
@@ -113,9 +116,14 @@ def eager_skip_reason(implementation: str, batch: int, device: str) -> str | Non
     return None if implementation == DENSE else skip_reason(implementation, batch, device)
 
 
-def width_skip_reason(device: str) -> str | None:
-    """Why the suite does not run the width benchmark on ``device``, or None."""
-    return "the width benchmark runs on CUDA only" if device == "cpu" else None
+def width_skip_reason(device: str, implementation: str = "*", batch: int | str = "*") -> str | None:
+    """Why the suite does not run the width benchmark's ``implementation`` at ``batch`` on ``device`` ("*": any),
+    or None."""
+    if device == "cpu":
+        return "the width benchmark runs on CUDA only"
+    if batch == 256 and implementation not in WIDTH_LARGE_BATCH_IMPLEMENTATIONS + ("*",):
+        return f"batch 256 of the width benchmark runs {', '.join(WIDTH_LARGE_BATCH_IMPLEMENTATIONS)} only"
+    return None
 
 
 # Estimator quality (bench_quality, every machine): temperatures, and the problems' sizes (benchmarks/quality.py).

@@ -84,5 +84,5 @@ def requires_eager_step(estimator: str, implementation: str, batch: int, precisi
 
 def requires_width_step(estimator: str, implementation: str, batch: int, precision: str, width: int) -> None:
     """A width benchmark's step: CUDA, and this commit's package."""
-    skip_if(grid.width_skip_reason(DEVICE))
+    skip_if(grid.width_skip_reason(DEVICE, implementation, batch))
     requires_package_step(estimator, implementation)

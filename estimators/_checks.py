@@ -184,10 +184,15 @@ def check_step_values(
     """
     if tokens.is_cuda and torch.cuda.is_current_stream_capturing():
         return
-    low, high = torch.aminmax(tokens)
-    with torch.no_grad():  # max |logit| of every layer; NaN and inf propagate
-        largest = torch.stack(torch._foreach_norm(mask_logits, float("inf"))).amax()
-    low, high, largest = torch.stack([low.double(), high.double(), largest.double()]).tolist()
+    with torch.no_grad():  # max |logit| of each layer (NaN and inf propagate); the ids' range
+        largest = torch.stack(torch._foreach_norm(mask_logits, float("inf")))
+        bounds = torch.stack(torch.aminmax(tokens))
+    if tokens.is_cuda:  # both copies queued, then one synchronisation: six launches in all
+        largest = largest.to("cpu", non_blocking=True)
+        bounds = bounds.to("cpu", non_blocking=True)
+        torch.cuda.current_stream(tokens.device).synchronize()
+    largest = max(largest.tolist(), key=lambda value: math.inf if math.isnan(value) else value)
+    low, high = bounds.tolist()
     if low < 0 or high >= vocab_size:
         raise ValueError(f"token ids must lie in [0, {vocab_size}); got min {low:.0f}, max {high:.0f}")
     if not math.isfinite(largest):

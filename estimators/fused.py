@@ -81,7 +81,9 @@ class _FusedStochasticLinear(torch.autograd.Function):
         kernels = _backend.triton_kernels(x.device) if logits.shape[-1] == 2 else None
         if kernels is not None:
             ctx.precision = _dot_precision(kernels)
-            masks = sampler.draw_bits(logits, draw.seed, param_id, draw.samples)
+            masks = draw.drawn.get(param_id)
+            if masks is None:
+                masks = sampler.draw_bits(logits, draw.seed, param_id, draw.samples)
             y = kernels.masked_linear(x, weight, masks, codes, bias, precision=ctx.precision)
         else:
             masks = sampler.draw_index(logits, draw.seed, param_id, draw.samples)

@@ -21,7 +21,7 @@ discreteness is measured against.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,8 @@ class MaskDraw:
 
     ``seed`` is a ``noise.Seed``: an int, or an int64 tensor on the device that the kernels read when
     they run; it must hold its value until the pass's backward has run (the model passes a snapshot).
+    ``drawn`` holds masks drawn ahead for several layers in one launch (``sampler.draw_bits_by_layer``:
+    packed bits by ``param_id``, what ``fused`` reads on CUDA); a layer not in it draws its own.
     """
 
     estimator: str
@@ -45,6 +47,7 @@ class MaskDraw:
     tau: float
     seed: noise.Seed
     samples: range
+    drawn: dict = field(default_factory=dict, compare=False, repr=False)
 
     def index(self, layer) -> torch.Tensor:
         """uint8 [B, out, in]: the sampled category of every weight, for each row."""

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _checks, implementations
+from . import _checks, implementations, sampler
 from .config import PRESETS, ModelConfig
 from .gradients import ESTIMATOR_FUNCTIONS, ESTIMATORS
 from .implementations import FLOOR, IMPLEMENTATIONS, MaskDraw
@@ -86,6 +86,7 @@ class StochasticTransformer(nn.Module):
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         # Listed once: the forward checks their logits every call (a plain tuple: not registered twice).
         self._stochastic = tuple(m for m in self.modules() if isinstance(m, StochasticLinear))
+        self._mask_tables = {}  # sampler.draw_bits_by_layer's device tables: as long-lived as the model
 
     def stochastic_layers(self) -> list[StochasticLinear]:
         """The model's ``StochasticLinear`` layers, as built (listed once; replacing one later is not seen)."""
@@ -164,7 +165,14 @@ class StochasticTransformer(nn.Module):
             tokens, self.config.vocab_size, [layer.logits for layer in self._stochastic], tau, margin
         )
 
-        draw = MaskDraw(estimator, implementation, tau, seed, range(sample_offset, sample_offset + batch))
+        samples = range(sample_offset, sample_offset + batch)
+        # fused reads packed masks: on CUDA every layer's are drawn here, in one launch per logits shape.
+        drawn = (
+            sampler.draw_bits_by_layer(self._stochastic, seed, samples, self._mask_tables)
+            if implementation == "fused"
+            else {}
+        )
+        draw = MaskDraw(estimator, implementation, tau, seed, samples, drawn)
         positions = torch.arange(time, device=tokens.device)
         x = self.token_embedding(tokens) + self.position_embedding(positions)
         for block in self.blocks:

@@ -59,3 +59,45 @@ def unpack_bits(bits: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     count = int(np.prod(shape))
     flat = np.unpackbits(bits.cpu().numpy(), axis=1, count=count, bitorder="little")
     return torch.from_numpy(flat).view(bits.shape[0], *shape).to(bits.device)
+
+
+def draw_bits_by_layer(layers: Sequence, seed: noise.Seed, samples: range, tables: dict) -> dict[int, torch.Tensor]:
+    """``draw_bits`` of many layers at once where the Triton kernels run: {param_id: uint8 [B, ceil(W / 8)]}.
+
+    Layers whose logits share a shape and dtype (K = 2, contiguous) are drawn in one kernel launch,
+    which reads each layer's logits through a table of their addresses on the device. The tables are
+    kept in ``tables`` (the caller's: it must outlive every CUDA graph that replays the launch) under
+    the logits' current addresses. Returns {} where the kernels do not run (the CPU draws layer by
+    layer), and leaves out a group whose table would have to be built while a CUDA graph is being
+    captured (a host-to-device copy cannot be captured): those layers draw one by one.
+
+    Args:
+        layers: modules with ``logits`` ``[out, in, 2]`` and ``param_id``.
+        seed: as ``draw_bits``. samples: a range of consecutive sample indices.
+        tables: the cache of device tables, {} at first.
+
+    Returns:
+        each layer's packed masks by ``param_id``: ``draw_bits(layer.logits, seed, layer.param_id, samples)``.
+    """
+    if not layers:
+        return {}
+    kernels = _backend.triton_kernels(layers[0].logits.device)
+    if kernels is None or not isinstance(samples, range) or samples.step != 1 or len(samples) == 0:
+        return {}
+    groups: dict[tuple, list] = {}
+    for layer in layers:
+        logits = layer.logits
+        if logits.shape[-1] == 2 and logits.is_contiguous() and logits.dtype in kernels.LAYER_LOGITS_DTYPES:
+            groups.setdefault((tuple(logits.shape), logits.dtype, logits.device), []).append(layer)
+    drawn = {}
+    for group in groups.values():
+        device = group[0].logits.device
+        key = (device, tuple(layer.logits.data_ptr() for layer in group), tuple(layer.param_id for layer in group))
+        table = tables.get(key)
+        if table is None:
+            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                continue
+            table = tables[key] = tuple(torch.tensor(column, dtype=torch.int64, device=device) for column in key[1:])
+        bits = kernels.sample_bits_layers(*table, group[0].logits.detach(), seed, samples)
+        drawn.update((layer.param_id, bits[index]) for index, layer in enumerate(group))
+    return drawn

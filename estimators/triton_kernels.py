@@ -171,6 +171,44 @@ def _sample_bits_kernel(
     tl.store(out_ptr + b.to(tl.int64) * n_bytes + byte, packed.to(tl.uint8), mask=byte < n_bytes)
 
 
+@triton.jit(do_not_specialize=["seed_low", "seed_high", "first_sample"])
+def _sample_bits_layers_kernel(
+    logits_table_ptr,  # int64 [layers]: the address of each layer's logits [n_weights, 2] (contiguous)
+    params_ptr,  # int64 [layers]: each layer's parameter index (its noise stream)
+    seed_ptr,  # the seed on the device (read when SEED_ON_DEVICE), else unread
+    seed_low,  # an int seed's low and high 32 bits (when not SEED_ON_DEVICE)
+    seed_high,
+    first_sample,
+    out_ptr,  # uint8 [layers, batch, n_bytes]
+    batch,
+    n_weights,
+    n_bytes,
+    LOGITS_DTYPE: tl.constexpr,
+    SEED_ON_DEVICE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """``_sample_bits_kernel`` for several layers of one shape in one launch: program (i, b, layer)."""
+    layer = tl.program_id(2)
+    b = tl.program_id(1)
+    logits_ptr = tl.load(logits_table_ptr + layer).to(tl.pointer_type(LOGITS_DTYPE))
+    param = tl.load(params_ptr + layer)
+    if SEED_ON_DEVICE:
+        param_key = _param_key(seed_ptr, param, True)
+    else:  # noise.param_key(seed, param)
+        low = _absorb(tl.full((), 0, tl.uint32), tl.cast(seed_low, tl.uint32))
+        param_key = _absorb(_absorb(low, tl.cast(seed_high, tl.uint32)), tl.cast(param, tl.uint32))
+    byte = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ka, kb = _sample_keys(param_key, first_sample, b)
+    packed = tl.zeros((BLOCK,), tl.int32)
+    for j in tl.static_range(8):
+        weight = byte * 8 + j
+        mask = weight < n_weights
+        arg = _gumbel_argmax(logits_ptr, weight, ka, kb, mask, 2)
+        packed = packed | (tl.where(mask, arg, 0) << j)
+    out = out_ptr + (layer.to(tl.int64) * batch + b) * n_bytes + byte
+    tl.store(out, packed.to(tl.uint8), mask=byte < n_bytes)
+
+
 @triton.jit
 def _mask_bit(bits_ptr, weight, mask):
     byte = tl.load(bits_ptr + (weight >> 3), mask=mask, other=0).to(tl.int32)
@@ -275,8 +313,12 @@ def _masked_weight_grad_kernel(
     x_ptr,  # [batch, time, in_features]
     mask_bits_ptr,  # uint8 [batch, mask_bytes]: sample b's K = 2 mask bits
     logits_ptr,  # [out_features, in_features, 2] (read only when NOISE is an estimator's code)
-    out_ptr,  # fp32 [splits, 3, out_features, in_features]: the partial sums, one plane each
-    bias_out_ptr,  # fp32 [splits, out_features]: the partial sums of dy over rows (written when HAS_BIAS_GRAD)
+    out_ptr,  # fp32 [splits, 3, out_features, in_features]: the partial sums, one plane each (unless FINAL)
+    bias_out_ptr,  # fp32 [splits, out_features]: the partial sums of dy over rows (when HAS_BIAS_GRAD); FINAL: dL/dbias
+    # FINAL only (one split): W, and dL/dW and dL/dtheta, stored as _param_grads_kernel stores them.
+    weight_ptr,
+    dw_ptr,
+    dlogits_ptr,
     # The noise of sample first_sample + b (read only when NOISE is an estimator's code): see _param_key.
     seed_ptr,
     key,
@@ -297,12 +339,17 @@ def _masked_weight_grad_kernel(
     stride_xi,
     # Scalars of the estimator and the codebook.
     inv_tau,
+    gst_gap,
     code0,
     code1,
     # Compile-time switches and tiles.
     NOISE: tl.constexpr,
     SEED_ON_DEVICE: tl.constexpr,
     HAS_BIAS_GRAD: tl.constexpr,
+    FINAL: tl.constexpr,
+    ESTIMATOR: tl.constexpr,
+    HAS_DW: tl.constexpr,
+    HAS_DLOGITS: tl.constexpr,
     BLOCK_O: tl.constexpr,
     BLOCK_I: tl.constexpr,
     BLOCK_T: tl.constexpr,
@@ -317,6 +364,9 @@ def _masked_weight_grad_kernel(
     (NOISE = GUMBEL_RAO) alpha_b = mean_m y_m0 y_m1 (c1 - c0) / tau over its DRAWS conditional draws.
     With HAS_BIAS_GRAD, the programs of the first column of tiles also write bias_out[split] = the sum of
     dy over the split's rows (every program sums its dy tiles; the sum is a few adds a loaded element).
+    FINAL (one split: the whole batch in each program) stores the gradients themselves instead of the
+    partial sums: dL/dW and dL/dtheta of ESTIMATOR (``_store_param_grads``), and dL/dbias in bias_out,
+    so that no second launch is needed.
     """
     split = tl.program_id(2)
     offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
@@ -324,7 +374,7 @@ def _masked_weight_grad_kernel(
     offs_t = tl.arange(0, BLOCK_T)
     tile_mask = (offs_o[:, None] < out_features) & (offs_i[None, :] < in_features)
     weight = offs_o[:, None] * in_features + offs_i[None, :]
-    if NOISE != NO_NOISE:  # the coefficient's math in fp32, whatever the logits' dtype
+    if NOISE != NO_NOISE:  # the coefficient's math in fp32, whatever the logits' dtype (FINAL reads them again)
         param_key = _param_key(seed_ptr, key, SEED_ON_DEVICE)
         theta0 = tl.load(logits_ptr + 2 * weight, mask=tile_mask, other=0.0).to(tl.float32)
         theta1 = tl.load(logits_ptr + 2 * weight + 1, mask=tile_mask, other=0.0).to(tl.float32)
@@ -375,15 +425,89 @@ def _masked_weight_grad_kernel(
                 DRAWS,
             )
             sum_alpha += g * (jacobian * (code1 - code0) * inv_tau)
-    plane = out_features * in_features
-    out = out_ptr + split.to(tl.int64) * 3 * plane + weight
-    tl.store(out, sum_all, mask=tile_mask)
-    tl.store(out + plane, sum_set, mask=tile_mask)
-    if NOISE != NO_NOISE:
-        tl.store(out + 2 * plane, sum_alpha, mask=tile_mask)
+    if FINAL:
+        _store_param_grads(
+            weight,
+            tile_mask,
+            sum_all,
+            sum_set,
+            sum_alpha,
+            weight_ptr,
+            logits_ptr,
+            dw_ptr,
+            dlogits_ptr,
+            inv_tau,
+            gst_gap,
+            code0,
+            code1,
+            ESTIMATOR,
+            HAS_DW,
+            HAS_DLOGITS,
+        )
+    else:
+        plane = out_features * in_features
+        out = out_ptr + split.to(tl.int64) * 3 * plane + weight
+        tl.store(out, sum_all, mask=tile_mask)
+        tl.store(out + plane, sum_set, mask=tile_mask)
+        if NOISE != NO_NOISE:
+            tl.store(out + 2 * plane, sum_alpha, mask=tile_mask)
     if HAS_BIAS_GRAD:
         if tl.program_id(1) == 0:  # the first column of tiles
             tl.store(bias_out_ptr + split * out_features + offs_o, sum_dy, mask=offs_o < out_features)
+
+
+@triton.jit
+def _store_param_grads(
+    weight,  # the elements' flat indices into W (a block or a tile of them)
+    mask,
+    sum_all,  # S = sum_b G_b at those elements
+    sum_set,  # S1 = sum_b G_b * bit_b
+    sum_alpha,  # sum_b G_b * alpha_b (gumbel, gumbel_rao)
+    weight_ptr,
+    logits_ptr,
+    dw_ptr,
+    dlogits_ptr,
+    inv_tau,
+    gst_gap,
+    code0,
+    code1,
+    ESTIMATOR: tl.constexpr,
+    HAS_DW: tl.constexpr,
+    HAS_DLOGITS: tl.constexpr,
+):
+    """Store dL/dW and dL/dtheta of the elements ``weight`` from their batch sums (``_param_grads_kernel``'s math)."""
+    sum_unset = sum_all - sum_set
+    if HAS_DW:
+        tl.store(dw_ptr + weight, code0 * sum_unset + code1 * sum_set, mask=mask)
+    if HAS_DLOGITS:
+        w = tl.load(weight_ptr + weight, mask=mask, other=0.0).to(tl.float32)
+        if ESTIMATOR == GUMBEL_SOFTMAX or ESTIMATOR == GUMBEL_RAO:
+            d1 = w * sum_alpha
+        elif ESTIMATOR == GAPPED_STRAIGHT_THROUGH:
+            theta0 = tl.load(logits_ptr + 2 * weight, mask=mask, other=0.0).to(tl.float32)
+            theta1 = tl.load(logits_ptr + 2 * weight + 1, mask=mask, other=0.0).to(tl.float32)
+            top = tl.maximum(theta0, theta1)
+            lead_set = top - tl.minimum(theta0, top - gst_gap)  # theta'_1 - theta'_0 where category 1 was drawn
+            lead_unset = tl.minimum(theta1, top - gst_gap) - top  # ... where category 0 was drawn
+            coefficient_set = tl.sigmoid(lead_set * inv_tau) * tl.sigmoid(-lead_set * inv_tau)
+            coefficient_unset = tl.sigmoid(lead_unset * inv_tau) * tl.sigmoid(-lead_unset * inv_tau)
+            d1 = w * (code1 - code0) * inv_tau * (coefficient_unset * sum_unset + coefficient_set * sum_set)
+        else:
+            theta0 = tl.load(logits_ptr + 2 * weight, mask=mask, other=0.0).to(tl.float32)
+            theta1 = tl.load(logits_ptr + 2 * weight + 1, mask=mask, other=0.0).to(tl.float32)
+            spread = code1 - code0
+            p1 = tl.sigmoid((theta1 - theta0) * inv_tau)
+            p0 = tl.sigmoid((theta0 - theta1) * inv_tau)
+            if ESTIMATOR == STRAIGHT_THROUGH:
+                d1 = w * (p0 * p1 * spread * inv_tau) * sum_all
+            else:
+                r1 = tl.sigmoid(theta1 - theta0)
+                first_order = 0.5 * r1 * tl.sigmoid(theta0 - theta1) * spread
+                coefficient_set = 0.5 * p0 * (1.0 + p1) * spread - first_order
+                coefficient_unset = 0.5 * (1.0 + p0) * p1 * spread - first_order
+                d1 = w * (coefficient_unset * sum_unset + coefficient_set * sum_set)
+        tl.store(dlogits_ptr + 2 * weight, -d1, mask=mask)
+        tl.store(dlogits_ptr + 2 * weight + 1, d1, mask=mask)
 
 
 @triton.jit
@@ -437,7 +561,6 @@ def _param_grads_kernel(
         sum_set += tl.load(base + n_weights, mask=mask, other=0.0)
         if ESTIMATOR == GUMBEL_SOFTMAX or ESTIMATOR == GUMBEL_RAO:
             sum_alpha += tl.load(base + 2 * n_weights, mask=mask, other=0.0)
-    sum_unset = sum_all - sum_set
     if HAS_DBIAS:
         if tl.program_id(0) * BLOCK < out_features:
             bias_mask = offs < out_features
@@ -445,37 +568,24 @@ def _param_grads_kernel(
             for split in range(splits):
                 sum_dy += tl.load(bias_partial_ptr + split * out_features + offs, mask=bias_mask, other=0.0)
             tl.store(dbias_ptr + offs, sum_dy, mask=bias_mask)
-    if HAS_DW:
-        tl.store(dw_ptr + offs, code0 * sum_unset + code1 * sum_set, mask=mask)
-    if HAS_DLOGITS:
-        w = tl.load(weight_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        if ESTIMATOR == GUMBEL_SOFTMAX or ESTIMATOR == GUMBEL_RAO:
-            d1 = w * sum_alpha
-        elif ESTIMATOR == GAPPED_STRAIGHT_THROUGH:
-            theta0 = tl.load(logits_ptr + 2 * offs, mask=mask, other=0.0).to(tl.float32)
-            theta1 = tl.load(logits_ptr + 2 * offs + 1, mask=mask, other=0.0).to(tl.float32)
-            top = tl.maximum(theta0, theta1)
-            lead_set = top - tl.minimum(theta0, top - gap)  # theta'_1 - theta'_0 where category 1 was drawn
-            lead_unset = tl.minimum(theta1, top - gap) - top  # ... where category 0 was drawn
-            coefficient_set = tl.sigmoid(lead_set * inv_tau) * tl.sigmoid(-lead_set * inv_tau)
-            coefficient_unset = tl.sigmoid(lead_unset * inv_tau) * tl.sigmoid(-lead_unset * inv_tau)
-            d1 = w * (code1 - code0) * inv_tau * (coefficient_unset * sum_unset + coefficient_set * sum_set)
-        else:
-            theta0 = tl.load(logits_ptr + 2 * offs, mask=mask, other=0.0).to(tl.float32)
-            theta1 = tl.load(logits_ptr + 2 * offs + 1, mask=mask, other=0.0).to(tl.float32)
-            gap = code1 - code0
-            p1 = tl.sigmoid((theta1 - theta0) * inv_tau)
-            p0 = tl.sigmoid((theta0 - theta1) * inv_tau)
-            if ESTIMATOR == STRAIGHT_THROUGH:
-                d1 = w * (p0 * p1 * gap * inv_tau) * sum_all
-            else:
-                r1 = tl.sigmoid(theta1 - theta0)
-                first_order = 0.5 * r1 * tl.sigmoid(theta0 - theta1) * gap
-                coefficient_set = 0.5 * p0 * (1.0 + p1) * gap - first_order
-                coefficient_unset = 0.5 * (1.0 + p0) * p1 * gap - first_order
-                d1 = w * (coefficient_unset * sum_unset + coefficient_set * sum_set)
-        tl.store(dlogits_ptr + 2 * offs, -d1, mask=mask)
-        tl.store(dlogits_ptr + 2 * offs + 1, d1, mask=mask)
+    _store_param_grads(
+        offs,
+        mask,
+        sum_all,
+        sum_set,
+        sum_alpha,
+        weight_ptr,
+        logits_ptr,
+        dw_ptr,
+        dlogits_ptr,
+        inv_tau,
+        gap,
+        code0,
+        code1,
+        ESTIMATOR,
+        HAS_DW,
+        HAS_DLOGITS,
+    )
 
 
 # Tile configurations and dot precision: the defaults of the launchers below, chosen by sweeps (python -m
@@ -582,6 +692,56 @@ def sample_bits(logits: torch.Tensor, seed, param: int, samples: range) -> torch
     return out
 
 
+# The logits dtypes sample_bits_layers reads (its kernel casts the table's addresses to pointers of one of them).
+LAYER_LOGITS_DTYPES = {
+    torch.float32: tl.float32,
+    torch.float64: tl.float64,
+    torch.bfloat16: tl.bfloat16,
+    torch.float16: tl.float16,
+}
+
+
+def sample_bits_layers(
+    logits_table: torch.Tensor, params: torch.Tensor, like: torch.Tensor, seed, samples: range
+) -> torch.Tensor:
+    """uint8 [layers, B, ceil(W / 8)]: ``sample_bits`` of several layers' logits of one shape, in one launch.
+
+    Args:
+        logits_table: int64 ``[layers]`` on the device: the address of each layer's contiguous logits
+            ``[..., 2]``, every one of ``like``'s shape and dtype (they must outlive the launch).
+        params: int64 ``[layers]`` on the device: each layer's parameter index.
+        like: one of the layers' logits (its shape, dtype and device).
+        seed: as ``uniform``. samples: a range of consecutive sample indices.
+
+    Returns:
+        the layers' packed masks, layer by layer: ``out[l]`` is ``sample_bits(logits_l, seed, params[l], samples)``.
+    """
+    n_weights = like.numel() // 2
+    mask_bytes = _cdiv(n_weights, 8)
+    out = torch.empty(len(params), len(samples), mask_bytes, dtype=torch.uint8, device=like.device)
+    grid = (_cdiv(mask_bytes, SAMPLER_BLOCK // 8), len(samples), len(params))
+    on_device = isinstance(seed, torch.Tensor)
+    seed_value = 0 if on_device else seed
+    launch(
+        _sample_bits_layers_kernel,
+        grid,
+        logits_table,
+        params,
+        seed if on_device else logits_table,
+        seed_value & noise.MASK32,
+        seed_value >> 32,
+        samples.start,
+        out,
+        len(samples),
+        n_weights,
+        mask_bytes,
+        LOGITS_DTYPE=LAYER_LOGITS_DTYPES[like.dtype],
+        SEED_ON_DEVICE=on_device,
+        BLOCK=SAMPLER_BLOCK // 8,
+    )
+    return out
+
+
 def _tiles_for(dtype: torch.dtype, fp32_tiles: dict, tiles_16bit: dict) -> dict:
     return fp32_tiles if dtype == torch.float32 else tiles_16bit
 
@@ -662,27 +822,35 @@ def masked_linear_input_grad(
     return _masked_matmul(dy, weight.contiguous(), mask_bits, codes, None, True, tiles, precision, weight_copy)
 
 
-def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs, bias_grad=False):
-    """fp32 [splits, 3, out, in]: the partial sums of ``masked_weight_grad``, one group of samples a split, and,
-    where ``bias_grad``, fp32 [splits, out]: the sums of dy over each split's rows (else None).
-
-    ``noisy``: None, or (estimator in ``NOISE_ESTIMATORS``, logits, seed, param, first_sample, tau).
-    """
-    tiles = tiles or _tiles_for(dy.dtype, WEIGHT_GRAD_TILES, WEIGHT_GRAD_TILES_16BIT)
-    batch, time, out_features = dy.shape
-    in_features = x.shape[2]
+def _batch_splits(batch: int, out_features: int, in_features: int, tiles: dict, target_programs: int):
+    """(splits, samples a split): the weight gradient splits the batch until about ``target_programs`` run."""
     tile_count = _cdiv(out_features, tiles["BLOCK_O"]) * _cdiv(in_features, tiles["BLOCK_I"])
     splits = max(1, min(batch, target_programs // tile_count))
     per_split = _cdiv(batch, splits)
-    splits = _cdiv(batch, per_split)
-    partial = torch.empty(splits, 3, out_features, in_features, dtype=torch.float32, device=dy.device)
-    bias_partial = torch.empty(splits, out_features, dtype=torch.float32, device=dy.device) if bias_grad else None
+    return _cdiv(batch, per_split), per_split
+
+
+def _launch_weight_grad(dy, x, mask_bits, codes, noisy, tiles, precision, splits, per_split, outputs, final=None):
+    """``_masked_weight_grad_kernel`` over ``splits`` groups of ``per_split`` samples.
+
+    ``noisy``: None, or (estimator in ``NOISE_ESTIMATORS``, logits, seed, param, first_sample, tau).
+    ``outputs``: (partial sums [splits, 3, out, in] or None where ``final``, bias sums or None).
+    ``final``: None, or (estimator, W, logits, dL/dW or None, dL/dtheta or None, tau) for one split.
+    """
+    partial, bias_out = outputs
+    batch, time, out_features = dy.shape
+    in_features = x.shape[2]
     if noisy is None:
         estimator, logits, seed, param, first_sample, inv_tau = None, dy, 0, 0, 0, 1.0  # placeholders: unread
     else:
         estimator, logits, seed, param, first_sample, tau = noisy
         logits, inv_tau = logits.contiguous(), 1.0 / tau
+    weight = dw = dlogits = None
+    if final is not None:
+        final_estimator, weight, logits, dw, dlogits, tau = final
+        inv_tau = 1.0 / tau
     seed_ptr, key, on_device = _seed_arguments(seed, param, logits)
+    placeholder = dy  # for pointers the kernel does not read
     grid = (_cdiv(out_features, tiles["BLOCK_O"]), _cdiv(in_features, tiles["BLOCK_I"]), splits)
     launch(
         _masked_weight_grad_kernel,
@@ -691,8 +859,11 @@ def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, targ
         x,
         mask_bits,
         logits,
-        partial,
-        bias_partial if bias_grad else partial,
+        placeholder if partial is None else partial,
+        placeholder if bias_out is None else bias_out,
+        placeholder if weight is None else weight,
+        placeholder if dw is None else dw,
+        placeholder if dlogits is None else dlogits,
         seed_ptr,
         key,
         first_sample,
@@ -705,15 +876,29 @@ def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, targ
         *dy.stride(),
         *x.stride(),
         inv_tau,
+        GST_GAP,
         *codes,
         NOISE=NO_NOISE.value if estimator is None else ESTIMATOR_CODES[estimator],
         SEED_ON_DEVICE=on_device,
-        HAS_BIAS_GRAD=bias_grad,
+        HAS_BIAS_GRAD=bias_out is not None,
+        FINAL=final is not None,
+        ESTIMATOR=NO_NOISE.value if final is None else ESTIMATOR_CODES[final_estimator],
+        HAS_DW=dw is not None,
+        HAS_DLOGITS=dlogits is not None,
         PRECISION=precision,
         DRAWS=GUMBEL_RAO_DRAWS,
         **tiles,
     )
-    return partial, bias_partial
+
+
+def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs) -> torch.Tensor:
+    """fp32 [splits, 3, out, in]: the partial sums of ``masked_weight_grad``, one group of samples a split."""
+    tiles = tiles or _tiles_for(dy.dtype, WEIGHT_GRAD_TILES, WEIGHT_GRAD_TILES_16BIT)
+    batch, _, out_features = dy.shape
+    splits, per_split = _batch_splits(batch, out_features, x.shape[2], tiles, target_programs)
+    partial = torch.empty(splits, 3, out_features, x.shape[2], dtype=torch.float32, device=dy.device)
+    _launch_weight_grad(dy, x, mask_bits, codes, noisy, tiles, precision, splits, per_split, (partial, None))
+    return partial
 
 
 def masked_weight_grad(
@@ -740,7 +925,7 @@ def masked_weight_grad(
         (sum_b G_b, sum_b G_b * bit_b, sum_b G_b * alpha_b or None), fp32 ``[out, in]`` each.
     """
     noisy = None if gumbel is None else ("gumbel", *gumbel)
-    sums = _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs)[0].sum(0)
+    sums = _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs).sum(0)
     return sums[0], sums[1], (sums[2] if gumbel is not None else None)
 
 
@@ -761,8 +946,8 @@ def masked_param_grads(
     precision=DOT_PRECISION,
     target_programs=TARGET_PROGRAMS,
 ):
-    """dL/dW, dL/dtheta (and dL/dbias) of a fused K = 2 layer in two launches: the batch sums, then
-    ``_param_grads_kernel``.
+    """dL/dW, dL/dtheta (and dL/dbias) of a fused K = 2 layer: the batch sums, then ``_param_grads_kernel``;
+    one launch where the batch is not split (every program of the first then sums the whole batch).
 
     Args:
         dy, x, mask_bits, codes: as ``masked_weight_grad``.
@@ -776,35 +961,44 @@ def masked_param_grads(
     Returns:
         (dL/dW in W's dtype or None, dL/dtheta in the logits' dtype or None, dL/dbias in the bias's dtype or None).
     """
+    logits, weight = logits.contiguous(), weight.contiguous()
     noisy = (estimator, logits, *noise_stream, tau) if estimator in NOISE_ESTIMATORS else None
-    need_bias = bias is not None
-    partial, bias_partial = _weight_grad_partials(
-        dy, x, mask_bits, codes, noisy, tiles, precision, target_programs, bias_grad=need_bias
+    tiles = tiles or _tiles_for(dy.dtype, WEIGHT_GRAD_TILES, WEIGHT_GRAD_TILES_16BIT)
+    out_features, in_features = weight.shape
+    splits, per_split = _batch_splits(dy.shape[0], out_features, in_features, tiles, target_programs)
+    dw = torch.empty_like(weight) if need_weight else None
+    dlogits = torch.empty_like(logits) if need_logits else None
+    dbias = torch.empty_like(bias, memory_format=torch.contiguous_format) if bias is not None else None
+    if splits == 1:  # every program holds whole-batch sums: the gradients in the same launch
+        final = (estimator, weight, logits, dw, dlogits, tau)
+        _launch_weight_grad(dy, x, mask_bits, codes, noisy, tiles, precision, 1, per_split, (None, dbias), final)
+        return dw, dlogits, dbias
+    partial = torch.empty(splits, 3, out_features, in_features, dtype=torch.float32, device=dy.device)
+    bias_partial = (
+        torch.empty(splits, out_features, dtype=torch.float32, device=dy.device) if bias is not None else None
     )
-    dw = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else None
-    dlogits = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_logits else None
-    dbias = torch.empty_like(bias, memory_format=torch.contiguous_format) if need_bias else None
+    _launch_weight_grad(dy, x, mask_bits, codes, noisy, tiles, precision, splits, per_split, (partial, bias_partial))
     n_weights = weight.numel()
     launch(
         _param_grads_kernel,
         (_cdiv(n_weights, EPILOGUE_BLOCK),),
         partial,
-        bias_partial if need_bias else partial,
-        weight.contiguous(),
-        logits.contiguous(),
+        partial if bias_partial is None else bias_partial,
+        weight,
+        logits,
         dw if need_weight else partial,
         dlogits if need_logits else partial,
-        dbias if need_bias else partial,
+        partial if dbias is None else dbias,
         n_weights,
-        weight.shape[0],
-        partial.shape[0],
+        out_features,
+        splits,
         1.0 / tau,
         GST_GAP,
         *codes,
         ESTIMATOR=ESTIMATOR_CODES[estimator],
         HAS_DW=need_weight,
         HAS_DLOGITS=need_logits,
-        HAS_DBIAS=need_bias,
+        HAS_DBIAS=dbias is not None,
         BLOCK=EPILOGUE_BLOCK,
     )
     return dw, dlogits, dbias

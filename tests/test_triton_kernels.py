@@ -73,6 +73,36 @@ def test_kernel_uniform_is_bit_identical_to_numpy(seed):
 
 
 @needs_kernels
+@pytest.mark.parametrize(
+    "seed, dtype",
+    [(5, torch.float32), (2**31 + 3, torch.bfloat16), (2**63 + 2**40 + 7, torch.float32)],
+    ids=["small", "past_int32_bf16", "past_int63"],
+)
+def test_layers_drawn_in_one_launch_are_each_layers_draw(seed, dtype):
+    """sampler.draw_bits_by_layer (one launch a logits shape) gives every layer draw_bits' own bits."""
+    from types import SimpleNamespace
+
+    generator = torch.Generator().manual_seed(3)
+    shapes = [(13, 11), (13, 11), (7, 5), (13, 11)]  # two groups, a layer of the first after the second
+    layers = [
+        SimpleNamespace(logits=torch.randn(*shape, 2, generator=generator).to(dtype).to(KERNEL_DEVICE), param_id=pid)
+        for pid, shape in zip([4, 9, 2, 30], shapes, strict=True)
+    ]
+    samples = range(2**32 - 6, 2**32 - 1)
+    tables = {}
+    for seed_value in (seed, _device_seed(seed)):
+        drawn = sampler.draw_bits_by_layer(layers, seed_value, samples, tables)
+        assert sorted(drawn) == [2, 4, 9, 30]
+        for layer in layers:
+            want = sampler.draw_bits(layer.logits, seed_value, layer.param_id, samples)
+            assert torch.equal(drawn[layer.param_id], want), f"layer {layer.param_id}"
+    assert len(tables) == 2, "one table a group, built once"
+    # A negative control: another layer's parameter index draws other bits.
+    other = sampler.draw_bits(layers[0].logits, seed, layers[1].param_id, samples)
+    assert not torch.equal(drawn[layers[0].param_id], other)
+
+
+@needs_kernels
 def test_kernel_uniform_of_scattered_samples():
     got = noise.uniform(2**63 + 1, 9, [4, 0, 1, 2, 9], (33, 2), KERNEL_DEVICE).cpu()
     keys = noise.sample_keys(2**63 + 1, 9, [4, 0, 1, 2, 9])

@@ -127,9 +127,10 @@ def _kernel_backward(ctx, dy, need_x, need_w, need_bias, need_logits):
     x, weight, bias, logits, codebook, bits = ctx.saved_tensors
     draw, kernels = ctx.draw, ctx.kernels
     dx = kernels.masked_linear_input_grad(dy, weight, bits, ctx.codes, precision=ctx.precision) if need_x else None
+    dbias = _bias_grad(dy, bias) if need_bias else None
     if not (need_w or need_logits):
-        return dx, None, (_bias_grad(dy, bias) if need_bias else None), None
-    dw, dlogits, dbias = kernels.masked_param_grads(
+        return dx, None, dbias, None
+    dw, dlogits = kernels.masked_param_grads(
         dy,
         x,
         bits,
@@ -141,7 +142,6 @@ def _kernel_backward(ctx, dy, need_x, need_w, need_bias, need_logits):
         noise_stream=(draw.seed, ctx.param_id, draw.samples.start),
         need_weight=need_w,
         need_logits=need_logits,
-        bias=bias if need_bias else None,
         precision=ctx.precision,
     )
     return dx, dw, dbias, dlogits

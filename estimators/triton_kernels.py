@@ -313,12 +313,7 @@ def _masked_weight_grad_kernel(
     x_ptr,  # [batch, time, in_features]
     mask_bits_ptr,  # uint8 [batch, mask_bytes]: sample b's K = 2 mask bits
     logits_ptr,  # [out_features, in_features, 2] (read only when NOISE is an estimator's code)
-    out_ptr,  # fp32 [splits, 3, out_features, in_features]: the partial sums, one plane each (unless FINAL)
-    bias_out_ptr,  # fp32 [splits, out_features]: the partial sums of dy over rows (when HAS_BIAS_GRAD); FINAL: dL/dbias
-    # FINAL only (one split): W, and dL/dW and dL/dtheta, stored as _param_grads_kernel stores them.
-    weight_ptr,
-    dw_ptr,
-    dlogits_ptr,
+    out_ptr,  # fp32 [splits, 3, out_features, in_features]: the partial sums, one plane each
     # The noise of sample first_sample + b (read only when NOISE is an estimator's code): see _param_key.
     seed_ptr,
     key,
@@ -339,17 +334,11 @@ def _masked_weight_grad_kernel(
     stride_xi,
     # Scalars of the estimator and the codebook.
     inv_tau,
-    gst_gap,
     code0,
     code1,
     # Compile-time switches and tiles.
     NOISE: tl.constexpr,
     SEED_ON_DEVICE: tl.constexpr,
-    HAS_BIAS_GRAD: tl.constexpr,
-    FINAL: tl.constexpr,
-    ESTIMATOR: tl.constexpr,
-    HAS_DW: tl.constexpr,
-    HAS_DLOGITS: tl.constexpr,
     BLOCK_O: tl.constexpr,
     BLOCK_I: tl.constexpr,
     BLOCK_T: tl.constexpr,
@@ -362,11 +351,6 @@ def _masked_weight_grad_kernel(
     Gumbel-softmax estimator (NOISE = GUMBEL_SOFTMAX), out[split, 2] = sum_b G_b * alpha_b with
     alpha_b = y0 y1 (c1 - c0) / tau, y = softmax((theta + G(U_b)) / tau); for Gumbel-Rao
     (NOISE = GUMBEL_RAO) alpha_b = mean_m y_m0 y_m1 (c1 - c0) / tau over its DRAWS conditional draws.
-    With HAS_BIAS_GRAD, the programs of the first column of tiles also write bias_out[split] = the sum of
-    dy over the split's rows (every program sums its dy tiles; the sum is a few adds a loaded element).
-    FINAL (one split: the whole batch in each program) stores the gradients themselves instead of the
-    partial sums: dL/dW and dL/dtheta of ESTIMATOR (``_store_param_grads``), and dL/dbias in bias_out,
-    so that no second launch is needed.
     """
     split = tl.program_id(2)
     offs_o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
@@ -374,14 +358,13 @@ def _masked_weight_grad_kernel(
     offs_t = tl.arange(0, BLOCK_T)
     tile_mask = (offs_o[:, None] < out_features) & (offs_i[None, :] < in_features)
     weight = offs_o[:, None] * in_features + offs_i[None, :]
-    if NOISE != NO_NOISE:  # the coefficient's math in fp32, whatever the logits' dtype (FINAL reads them again)
+    if NOISE != NO_NOISE:  # the coefficient's math in fp32, whatever the logits' dtype
         param_key = _param_key(seed_ptr, key, SEED_ON_DEVICE)
         theta0 = tl.load(logits_ptr + 2 * weight, mask=tile_mask, other=0.0).to(tl.float32)
         theta1 = tl.load(logits_ptr + 2 * weight + 1, mask=tile_mask, other=0.0).to(tl.float32)
     sum_all = tl.zeros((BLOCK_O, BLOCK_I), dtype=tl.float32)
     sum_set = tl.zeros((BLOCK_O, BLOCK_I), dtype=tl.float32)
     sum_alpha = tl.zeros((BLOCK_O, BLOCK_I), dtype=tl.float32)
-    sum_dy = tl.zeros((BLOCK_O,), dtype=tl.float32)
     b_start = split * samples_per_split
     b_end = tl.minimum(batch, b_start + samples_per_split)
     for b in range(b_start, b_end):
@@ -402,8 +385,6 @@ def _masked_weight_grad_kernel(
                 other=0.0,
             )
             g += tl.dot(dy_t, x_t, input_precision=PRECISION)
-            if HAS_BIAS_GRAD:
-                sum_dy += tl.sum(dy_t.to(tl.float32), axis=1)
         sum_all += g
         sum_set += tl.where(_mask_bit(mask_bits_ptr + b64 * mask_bytes, weight, tile_mask) != 0, g, 0.0)
         if NOISE == GUMBEL_SOFTMAX:
@@ -425,104 +406,24 @@ def _masked_weight_grad_kernel(
                 DRAWS,
             )
             sum_alpha += g * (jacobian * (code1 - code0) * inv_tau)
-    if FINAL:
-        _store_param_grads(
-            weight,
-            tile_mask,
-            sum_all,
-            sum_set,
-            sum_alpha,
-            weight_ptr,
-            logits_ptr,
-            dw_ptr,
-            dlogits_ptr,
-            inv_tau,
-            gst_gap,
-            code0,
-            code1,
-            ESTIMATOR,
-            HAS_DW,
-            HAS_DLOGITS,
-        )
-    else:
-        plane = out_features * in_features
-        out = out_ptr + split.to(tl.int64) * 3 * plane + weight
-        tl.store(out, sum_all, mask=tile_mask)
-        tl.store(out + plane, sum_set, mask=tile_mask)
-        if NOISE != NO_NOISE:
-            tl.store(out + 2 * plane, sum_alpha, mask=tile_mask)
-    if HAS_BIAS_GRAD:
-        if tl.program_id(1) == 0:  # the first column of tiles
-            tl.store(bias_out_ptr + split * out_features + offs_o, sum_dy, mask=offs_o < out_features)
-
-
-@triton.jit
-def _store_param_grads(
-    weight,  # the elements' flat indices into W (a block or a tile of them)
-    mask,
-    sum_all,  # S = sum_b G_b at those elements
-    sum_set,  # S1 = sum_b G_b * bit_b
-    sum_alpha,  # sum_b G_b * alpha_b (gumbel, gumbel_rao)
-    weight_ptr,
-    logits_ptr,
-    dw_ptr,
-    dlogits_ptr,
-    inv_tau,
-    gst_gap,
-    code0,
-    code1,
-    ESTIMATOR: tl.constexpr,
-    HAS_DW: tl.constexpr,
-    HAS_DLOGITS: tl.constexpr,
-):
-    """Store dL/dW and dL/dtheta of the elements ``weight`` from their batch sums (``_param_grads_kernel``'s math)."""
-    sum_unset = sum_all - sum_set
-    if HAS_DW:
-        tl.store(dw_ptr + weight, code0 * sum_unset + code1 * sum_set, mask=mask)
-    if HAS_DLOGITS:
-        w = tl.load(weight_ptr + weight, mask=mask, other=0.0).to(tl.float32)
-        if ESTIMATOR == GUMBEL_SOFTMAX or ESTIMATOR == GUMBEL_RAO:
-            d1 = w * sum_alpha
-        elif ESTIMATOR == GAPPED_STRAIGHT_THROUGH:
-            theta0 = tl.load(logits_ptr + 2 * weight, mask=mask, other=0.0).to(tl.float32)
-            theta1 = tl.load(logits_ptr + 2 * weight + 1, mask=mask, other=0.0).to(tl.float32)
-            top = tl.maximum(theta0, theta1)
-            lead_set = top - tl.minimum(theta0, top - gst_gap)  # theta'_1 - theta'_0 where category 1 was drawn
-            lead_unset = tl.minimum(theta1, top - gst_gap) - top  # ... where category 0 was drawn
-            coefficient_set = tl.sigmoid(lead_set * inv_tau) * tl.sigmoid(-lead_set * inv_tau)
-            coefficient_unset = tl.sigmoid(lead_unset * inv_tau) * tl.sigmoid(-lead_unset * inv_tau)
-            d1 = w * (code1 - code0) * inv_tau * (coefficient_unset * sum_unset + coefficient_set * sum_set)
-        else:
-            theta0 = tl.load(logits_ptr + 2 * weight, mask=mask, other=0.0).to(tl.float32)
-            theta1 = tl.load(logits_ptr + 2 * weight + 1, mask=mask, other=0.0).to(tl.float32)
-            spread = code1 - code0
-            p1 = tl.sigmoid((theta1 - theta0) * inv_tau)
-            p0 = tl.sigmoid((theta0 - theta1) * inv_tau)
-            if ESTIMATOR == STRAIGHT_THROUGH:
-                d1 = w * (p0 * p1 * spread * inv_tau) * sum_all
-            else:
-                r1 = tl.sigmoid(theta1 - theta0)
-                first_order = 0.5 * r1 * tl.sigmoid(theta0 - theta1) * spread
-                coefficient_set = 0.5 * p0 * (1.0 + p1) * spread - first_order
-                coefficient_unset = 0.5 * (1.0 + p0) * p1 * spread - first_order
-                d1 = w * (coefficient_unset * sum_unset + coefficient_set * sum_set)
-        tl.store(dlogits_ptr + 2 * weight, -d1, mask=mask)
-        tl.store(dlogits_ptr + 2 * weight + 1, d1, mask=mask)
+    plane = out_features * in_features
+    out = out_ptr + split.to(tl.int64) * 3 * plane + weight
+    tl.store(out, sum_all, mask=tile_mask)
+    tl.store(out + plane, sum_set, mask=tile_mask)
+    if NOISE != NO_NOISE:
+        tl.store(out + 2 * plane, sum_alpha, mask=tile_mask)
 
 
 @triton.jit
 def _param_grads_kernel(
     # Operands. Shapes in [brackets].
     partial_ptr,  # fp32 [splits, 3, n_weights]: _masked_weight_grad_kernel's partial sums
-    bias_partial_ptr,  # fp32 [splits, out_features]: its partial sums of dy (read when HAS_DBIAS)
     weight_ptr,  # [out_features, in_features] (read only when HAS_DLOGITS)
     logits_ptr,  # [out_features, in_features, 2] (read only for STE, REINMAX and GAPPED_STRAIGHT_THROUGH)
     dw_ptr,  # [out_features, in_features]: dL/dW, stored in W's dtype (when HAS_DW)
     dlogits_ptr,  # [out_features, in_features, 2]: dL/dtheta, stored in the logits' dtype (when HAS_DLOGITS)
-    dbias_ptr,  # [out_features]: dL/dbias, stored in the bias's dtype (when HAS_DBIAS)
     # Sizes.
     n_weights,
-    out_features,
     splits,
     # Scalars of the estimator and the codebook.
     inv_tau,
@@ -533,7 +434,6 @@ def _param_grads_kernel(
     ESTIMATOR: tl.constexpr,
     HAS_DW: tl.constexpr,
     HAS_DLOGITS: tl.constexpr,
-    HAS_DBIAS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     """The weight and logit gradients of a K = 2 layer from the batch sums, elementwise over the weights.
@@ -548,7 +448,6 @@ def _param_grads_kernel(
     sum over s of q0(s) q1(s) d / tau * S_s;
     for gumbel and gumbel_rao: the batch sum of G_b * alpha_b, the third partial sum.
     These are ``gradients``' formulas for K = 2, where J(pi) c = pi0 pi1 d (-1, 1).
-    With HAS_DBIAS, the first out_features programs' elements also sum the bias partials: dL/dbias.
     """
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n_weights
@@ -561,31 +460,38 @@ def _param_grads_kernel(
         sum_set += tl.load(base + n_weights, mask=mask, other=0.0)
         if ESTIMATOR == GUMBEL_SOFTMAX or ESTIMATOR == GUMBEL_RAO:
             sum_alpha += tl.load(base + 2 * n_weights, mask=mask, other=0.0)
-    if HAS_DBIAS:
-        if tl.program_id(0) * BLOCK < out_features:
-            bias_mask = offs < out_features
-            sum_dy = tl.zeros((BLOCK,), tl.float32)
-            for split in range(splits):
-                sum_dy += tl.load(bias_partial_ptr + split * out_features + offs, mask=bias_mask, other=0.0)
-            tl.store(dbias_ptr + offs, sum_dy, mask=bias_mask)
-    _store_param_grads(
-        offs,
-        mask,
-        sum_all,
-        sum_set,
-        sum_alpha,
-        weight_ptr,
-        logits_ptr,
-        dw_ptr,
-        dlogits_ptr,
-        inv_tau,
-        gap,
-        code0,
-        code1,
-        ESTIMATOR,
-        HAS_DW,
-        HAS_DLOGITS,
-    )
+    sum_unset = sum_all - sum_set
+    if HAS_DW:
+        tl.store(dw_ptr + offs, code0 * sum_unset + code1 * sum_set, mask=mask)
+    if HAS_DLOGITS:
+        w = tl.load(weight_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if ESTIMATOR == GUMBEL_SOFTMAX or ESTIMATOR == GUMBEL_RAO:
+            d1 = w * sum_alpha
+        elif ESTIMATOR == GAPPED_STRAIGHT_THROUGH:
+            theta0 = tl.load(logits_ptr + 2 * offs, mask=mask, other=0.0).to(tl.float32)
+            theta1 = tl.load(logits_ptr + 2 * offs + 1, mask=mask, other=0.0).to(tl.float32)
+            top = tl.maximum(theta0, theta1)
+            lead_set = top - tl.minimum(theta0, top - gap)  # theta'_1 - theta'_0 where category 1 was drawn
+            lead_unset = tl.minimum(theta1, top - gap) - top  # ... where category 0 was drawn
+            coefficient_set = tl.sigmoid(lead_set * inv_tau) * tl.sigmoid(-lead_set * inv_tau)
+            coefficient_unset = tl.sigmoid(lead_unset * inv_tau) * tl.sigmoid(-lead_unset * inv_tau)
+            d1 = w * (code1 - code0) * inv_tau * (coefficient_unset * sum_unset + coefficient_set * sum_set)
+        else:
+            theta0 = tl.load(logits_ptr + 2 * offs, mask=mask, other=0.0).to(tl.float32)
+            theta1 = tl.load(logits_ptr + 2 * offs + 1, mask=mask, other=0.0).to(tl.float32)
+            gap = code1 - code0
+            p1 = tl.sigmoid((theta1 - theta0) * inv_tau)
+            p0 = tl.sigmoid((theta0 - theta1) * inv_tau)
+            if ESTIMATOR == STRAIGHT_THROUGH:
+                d1 = w * (p0 * p1 * gap * inv_tau) * sum_all
+            else:
+                r1 = tl.sigmoid(theta1 - theta0)
+                first_order = 0.5 * r1 * tl.sigmoid(theta0 - theta1) * gap
+                coefficient_set = 0.5 * p0 * (1.0 + p1) * gap - first_order
+                coefficient_unset = 0.5 * (1.0 + p0) * p1 * gap - first_order
+                d1 = w * (coefficient_unset * sum_unset + coefficient_set * sum_set)
+        tl.store(dlogits_ptr + 2 * offs, -d1, mask=mask)
+        tl.store(dlogits_ptr + 2 * offs + 1, d1, mask=mask)
 
 
 # Tile configurations and dot precision: the defaults of the launchers below, chosen by sweeps (python -m
@@ -822,35 +728,25 @@ def masked_linear_input_grad(
     return _masked_matmul(dy, weight.contiguous(), mask_bits, codes, None, True, tiles, precision, weight_copy)
 
 
-def _batch_splits(batch: int, out_features: int, in_features: int, tiles: dict, target_programs: int):
-    """(splits, samples a split): the weight gradient splits the batch until about ``target_programs`` run."""
+def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs) -> torch.Tensor:
+    """fp32 [splits, 3, out, in]: the partial sums of ``masked_weight_grad``, one group of samples a split.
+
+    ``noisy``: None, or (estimator in ``NOISE_ESTIMATORS``, logits, seed, param, first_sample, tau).
+    """
+    tiles = tiles or _tiles_for(dy.dtype, WEIGHT_GRAD_TILES, WEIGHT_GRAD_TILES_16BIT)
+    batch, time, out_features = dy.shape
+    in_features = x.shape[2]
     tile_count = _cdiv(out_features, tiles["BLOCK_O"]) * _cdiv(in_features, tiles["BLOCK_I"])
     splits = max(1, min(batch, target_programs // tile_count))
     per_split = _cdiv(batch, splits)
-    return _cdiv(batch, per_split), per_split
-
-
-def _launch_weight_grad(dy, x, mask_bits, codes, noisy, tiles, precision, splits, per_split, outputs, final=None):
-    """``_masked_weight_grad_kernel`` over ``splits`` groups of ``per_split`` samples.
-
-    ``noisy``: None, or (estimator in ``NOISE_ESTIMATORS``, logits, seed, param, first_sample, tau).
-    ``outputs``: (partial sums [splits, 3, out, in] or None where ``final``, bias sums or None).
-    ``final``: None, or (estimator, W, logits, dL/dW or None, dL/dtheta or None, tau) for one split.
-    """
-    partial, bias_out = outputs
-    batch, time, out_features = dy.shape
-    in_features = x.shape[2]
+    splits = _cdiv(batch, per_split)
+    partial = torch.empty(splits, 3, out_features, in_features, dtype=torch.float32, device=dy.device)
     if noisy is None:
         estimator, logits, seed, param, first_sample, inv_tau = None, dy, 0, 0, 0, 1.0  # placeholders: unread
     else:
         estimator, logits, seed, param, first_sample, tau = noisy
         logits, inv_tau = logits.contiguous(), 1.0 / tau
-    weight = dw = dlogits = None
-    if final is not None:
-        final_estimator, weight, logits, dw, dlogits, tau = final
-        inv_tau = 1.0 / tau
     seed_ptr, key, on_device = _seed_arguments(seed, param, logits)
-    placeholder = dy  # for pointers the kernel does not read
     grid = (_cdiv(out_features, tiles["BLOCK_O"]), _cdiv(in_features, tiles["BLOCK_I"]), splits)
     launch(
         _masked_weight_grad_kernel,
@@ -859,11 +755,7 @@ def _launch_weight_grad(dy, x, mask_bits, codes, noisy, tiles, precision, splits
         x,
         mask_bits,
         logits,
-        placeholder if partial is None else partial,
-        placeholder if bias_out is None else bias_out,
-        placeholder if weight is None else weight,
-        placeholder if dw is None else dw,
-        placeholder if dlogits is None else dlogits,
+        partial,
         seed_ptr,
         key,
         first_sample,
@@ -876,28 +768,13 @@ def _launch_weight_grad(dy, x, mask_bits, codes, noisy, tiles, precision, splits
         *dy.stride(),
         *x.stride(),
         inv_tau,
-        GST_GAP,
         *codes,
         NOISE=NO_NOISE.value if estimator is None else ESTIMATOR_CODES[estimator],
         SEED_ON_DEVICE=on_device,
-        HAS_BIAS_GRAD=bias_out is not None,
-        FINAL=final is not None,
-        ESTIMATOR=NO_NOISE.value if final is None else ESTIMATOR_CODES[final_estimator],
-        HAS_DW=dw is not None,
-        HAS_DLOGITS=dlogits is not None,
         PRECISION=precision,
         DRAWS=GUMBEL_RAO_DRAWS,
         **tiles,
     )
-
-
-def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs) -> torch.Tensor:
-    """fp32 [splits, 3, out, in]: the partial sums of ``masked_weight_grad``, one group of samples a split."""
-    tiles = tiles or _tiles_for(dy.dtype, WEIGHT_GRAD_TILES, WEIGHT_GRAD_TILES_16BIT)
-    batch, _, out_features = dy.shape
-    splits, per_split = _batch_splits(batch, out_features, x.shape[2], tiles, target_programs)
-    partial = torch.empty(splits, 3, out_features, x.shape[2], dtype=torch.float32, device=dy.device)
-    _launch_weight_grad(dy, x, mask_bits, codes, noisy, tiles, precision, splits, per_split, (partial, None))
     return partial
 
 
@@ -941,13 +818,11 @@ def masked_param_grads(
     noise_stream: tuple = (0, 0, 0),
     need_weight: bool = True,
     need_logits: bool = True,
-    bias: torch.Tensor | None = None,
     tiles=None,
     precision=DOT_PRECISION,
     target_programs=TARGET_PROGRAMS,
 ):
-    """dL/dW, dL/dtheta (and dL/dbias) of a fused K = 2 layer: the batch sums, then ``_param_grads_kernel``;
-    one launch where the batch is not split (every program of the first then sums the whole batch).
+    """dL/dW and dL/dtheta of a fused K = 2 layer in two launches: the batch sums, then ``_param_grads_kernel``.
 
     Args:
         dy, x, mask_bits, codes: as ``masked_weight_grad``.
@@ -955,50 +830,32 @@ def masked_param_grads(
         estimator: a name in ``ESTIMATOR_CODES``; tau: its temperature.
         noise_stream: (seed, param, first_sample) of the masks' noise (Gumbel-softmax and Gumbel-Rao recompute it).
         need_weight, need_logits: which gradients to compute.
-        bias: the layer's bias ``[out]``, whose gradient (the sum of dy over rows) to compute too, or None.
         tiles, precision, target_programs: as ``masked_weight_grad``.
 
     Returns:
-        (dL/dW in W's dtype or None, dL/dtheta in the logits' dtype or None, dL/dbias in the bias's dtype or None).
+        (dL/dW in W's dtype or None, dL/dtheta in the logits' dtype or None).
     """
-    logits, weight = logits.contiguous(), weight.contiguous()
     noisy = (estimator, logits, *noise_stream, tau) if estimator in NOISE_ESTIMATORS else None
-    tiles = tiles or _tiles_for(dy.dtype, WEIGHT_GRAD_TILES, WEIGHT_GRAD_TILES_16BIT)
-    out_features, in_features = weight.shape
-    splits, per_split = _batch_splits(dy.shape[0], out_features, in_features, tiles, target_programs)
-    dw = torch.empty_like(weight) if need_weight else None
-    dlogits = torch.empty_like(logits) if need_logits else None
-    dbias = torch.empty_like(bias, memory_format=torch.contiguous_format) if bias is not None else None
-    if splits == 1:  # every program holds whole-batch sums: the gradients in the same launch
-        final = (estimator, weight, logits, dw, dlogits, tau)
-        _launch_weight_grad(dy, x, mask_bits, codes, noisy, tiles, precision, 1, per_split, (None, dbias), final)
-        return dw, dlogits, dbias
-    partial = torch.empty(splits, 3, out_features, in_features, dtype=torch.float32, device=dy.device)
-    bias_partial = (
-        torch.empty(splits, out_features, dtype=torch.float32, device=dy.device) if bias is not None else None
-    )
-    _launch_weight_grad(dy, x, mask_bits, codes, noisy, tiles, precision, splits, per_split, (partial, bias_partial))
+    partial = _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs)
+    dw = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else None
+    dlogits = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_logits else None
     n_weights = weight.numel()
     launch(
         _param_grads_kernel,
         (_cdiv(n_weights, EPILOGUE_BLOCK),),
         partial,
-        partial if bias_partial is None else bias_partial,
-        weight,
-        logits,
+        weight.contiguous(),
+        logits.contiguous(),
         dw if need_weight else partial,
         dlogits if need_logits else partial,
-        partial if dbias is None else dbias,
         n_weights,
-        out_features,
-        splits,
+        partial.shape[0],
         1.0 / tau,
         GST_GAP,
         *codes,
         ESTIMATOR=ESTIMATOR_CODES[estimator],
         HAS_DW=need_weight,
         HAS_DLOGITS=need_logits,
-        HAS_DBIAS=dbias is not None,
         BLOCK=EPILOGUE_BLOCK,
     )
-    return dw, dlogits, dbias
+    return dw, dlogits

@@ -148,6 +148,18 @@ def _sample_index_kernel(
 
 
 @triton.jit
+def _packed_sample_bits(logits_ptr, byte, ka, kb, n_weights, BLOCK: tl.constexpr):
+    """The K = 2 samples of weights 8 byte .. 8 byte + 7 under keys (ka, kb), packed into int32 [BLOCK] bytes."""
+    packed = tl.zeros((BLOCK,), tl.int32)
+    for j in tl.static_range(8):
+        weight = byte * 8 + j
+        mask = weight < n_weights
+        arg = _gumbel_argmax(logits_ptr, weight, ka, kb, mask, 2)
+        packed = packed | (tl.where(mask, arg, 0) << j)
+    return packed
+
+
+@triton.jit
 def _sample_bits_kernel(
     logits_ptr,
     seed_ptr,
@@ -162,12 +174,7 @@ def _sample_bits_kernel(
     b = tl.program_id(1)
     byte = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ka, kb = _sample_keys(_param_key(seed_ptr, key, SEED_ON_DEVICE), first_sample, b)
-    packed = tl.zeros((BLOCK,), tl.int32)
-    for j in tl.static_range(8):
-        weight = byte * 8 + j
-        mask = weight < n_weights
-        arg = _gumbel_argmax(logits_ptr, weight, ka, kb, mask, 2)
-        packed = packed | (tl.where(mask, arg, 0) << j)
+    packed = _packed_sample_bits(logits_ptr, byte, ka, kb, n_weights, BLOCK)
     tl.store(out_ptr + b.to(tl.int64) * n_bytes + byte, packed.to(tl.uint8), mask=byte < n_bytes)
 
 
@@ -199,12 +206,7 @@ def _sample_bits_layers_kernel(
         param_key = _absorb(_absorb(low, tl.cast(seed_high, tl.uint32)), tl.cast(param, tl.uint32))
     byte = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ka, kb = _sample_keys(param_key, first_sample, b)
-    packed = tl.zeros((BLOCK,), tl.int32)
-    for j in tl.static_range(8):
-        weight = byte * 8 + j
-        mask = weight < n_weights
-        arg = _gumbel_argmax(logits_ptr, weight, ka, kb, mask, 2)
-        packed = packed | (tl.where(mask, arg, 0) << j)
+    packed = _packed_sample_bits(logits_ptr, byte, ka, kb, n_weights, BLOCK)
     out = out_ptr + (layer.to(tl.int64) * batch + b) * n_bytes + byte
     tl.store(out, packed.to(tl.uint8), mask=byte < n_bytes)
 

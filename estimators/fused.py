@@ -88,9 +88,9 @@ class _FusedStochasticLinear(torch.autograd.Function):
         else:
             masks = sampler.draw_index(logits, draw.seed, param_id, draw.samples)
             y = torch.empty(*x.shape[:2], weight.shape[0], dtype=x.dtype, device=x.device)
-            values = codebook.float()
+            weight32, values = weight.float(), codebook.float()
             for rows in _chunks(x.shape[0]):
-                w = (weight * _mask_values(masks[rows], values)).to(x.dtype)
+                w = _masked_weight(weight32, values, masks[rows]).to(x.dtype)
                 y[rows] = torch.baddbmm(bias.to(x.dtype), x[rows], w.transpose(1, 2))
         ctx.kernels, ctx.codes, ctx.param_id, ctx.draw = kernels, codes, param_id, draw
         ctx.save_for_backward(x, weight, bias, logits, codebook, masks)
@@ -114,9 +114,16 @@ def _chunks(batch: int):
     return [slice(start, start + CPU_CHUNK) for start in range(0, batch, CPU_CHUNK)]
 
 
-def _mask_values(index: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """m = D . c = c[index], [B, out, in] in the codebook's dtype, from a category index [B, out, in]."""
-    return codebook[index.long()]
+def _masked_weight(weight32: torch.Tensor, codebook32: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """W * m_b, m_b = D_b . c = c[index_b], float32 [B, out, in], from a category index [B, out, in].
+
+    For K = 2, m = c_0 + (c_1 - c_0) index, a multiply-add on the uint8 index in place of a gather
+    (on the CPU a gather, or a select, costs several times more): exactly c[index] where c_0 = 0,
+    as for keep/drop masks, and within an ulp of it otherwise.
+    """
+    if codebook32.shape[0] == 2:
+        return weight32 * torch.mul(index, codebook32[1] - codebook32[0]).add_(codebook32[0])
+    return weight32 * codebook32[index.long()]
 
 
 def _bias_grad(dy, bias):
@@ -155,7 +162,8 @@ def _chunked_backward(ctx, dy, need_x, need_w, need_bias, need_logits):
     S_s = sum over the samples that drew category s of G_b: K batch sums, not
     B [out, in, K] coefficients. Estimators that need the noise sum
     (G_b * W) * a_b sample by sample; for K = 2 only a_b's category-1 component
-    (``binary_logit_grad``), since category 0's is its negative.
+    (``binary_logit_grad``, from the noise in category-major layout), since category
+    0's is its negative, and W * sum_b G_b * a_b takes W out of the sum.
     """
     x, weight, bias, logits, codebook, index = ctx.saved_tensors
     dbias = _bias_grad(dy, bias) if need_bias else None
@@ -163,33 +171,41 @@ def _chunked_backward(ctx, dy, need_x, need_w, need_bias, need_logits):
     estimator = ESTIMATOR_FUNCTIONS[draw.estimator]
     categories = logits.shape[-1]
     per_sample = need_logits and estimator.needs_uniform
+    binary = categories == 2
     dx = torch.empty_like(x) if need_x else None
     category_sums = torch.zeros(categories, *weight.shape, dtype=torch.float32, device=x.device)
-    dlogits = torch.zeros_like(logits, dtype=torch.float32) if per_sample else None
+    if per_sample:  # K = 2: sum_b G_b * a_b, times W at the end; else sum_b (G_b * W) * a_b
+        noise_sum = torch.zeros(weight.shape if binary else logits.shape, dtype=torch.float32, device=x.device)
     logits32, codebook32, weight32 = logits.float(), codebook.float(), weight.float()
     for rows in _chunks(x.shape[0]):
-        chunk = index[rows].long()
+        chunk = index[rows]
         if need_x:
-            dx[rows] = torch.bmm(dy[rows], (weight32 * codebook32[chunk]).to(dy.dtype))
+            dx[rows] = torch.bmm(dy[rows], _masked_weight(weight32, codebook32, chunk).to(dy.dtype))
         if not (need_w or need_logits):
             continue
         grad_w = torch.bmm(dy[rows].transpose(1, 2), x[rows]).float()  # G_b
         category_sums[0] += grad_w.sum(0)  # every sample's, until the other categories are taken out below
-        for k in range(1, categories):
-            category_sums[k] += (grad_w * (chunk == k)).sum(0)
+        for k in range(1, categories):  # a float 0/1 factor: torch multiplies by a bool or uint8 one far slower
+            drew_k = (chunk if binary else chunk == k).to(torch.float32)
+            category_sums[k] += (grad_w * drew_k).sum(0)
         if per_sample:
-            uniform = noise.uniform(draw.seed, ctx.param_id, draw.samples[rows], logits.shape, logits.device)
-            if categories == 2:  # one coefficient a weight: category 0's is its negative
+            uniform = noise.uniform(
+                draw.seed, ctx.param_id, draw.samples[rows], logits.shape, logits.device, category_major=binary
+            )
+            if binary:  # one coefficient a weight: category 0's is its negative
                 coefficient = estimator.binary_logit_grad(logits32, chunk, uniform, draw.tau, codebook32)
-                dlogits[..., 1] += (grad_w * weight32 * coefficient).sum(0)
+                noise_sum += (grad_w * coefficient).sum(0)
             else:
-                one_hot = F.one_hot(chunk, categories).to(torch.float32)
+                one_hot = F.one_hot(chunk.long(), categories).to(torch.float32)
                 coefficient = estimator.logit_grad(logits32, one_hot, uniform, draw.tau, codebook32)
-                dlogits += ((grad_w * weight32).unsqueeze(-1) * coefficient).sum(0)
+                noise_sum += ((grad_w * weight32).unsqueeze(-1) * coefficient).sum(0)
     if not (need_w or need_logits):
         return dx, None, dbias, None
-    if per_sample and categories == 2:
-        dlogits[..., 0] = -dlogits[..., 1]
+    if per_sample and binary:
+        dlogits_1 = weight32 * noise_sum
+        dlogits = torch.stack((-dlogits_1, dlogits_1), -1)
+    elif per_sample:
+        dlogits = noise_sum
     category_sums[0] -= category_sums[1:].sum(0)
     dw = torch.tensordot(codebook32, category_sums, dims=1).to(weight.dtype) if need_w else None
     if need_logits and not per_sample:

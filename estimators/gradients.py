@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _checks
-from .noise import conditional_uniform, gumbel
+from .noise import conditional_uniform, conditional_uniforms, gumbel
 
 
 def simplex_jvp(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -118,10 +118,21 @@ class GumbelSoftmax(_OneHotEstimator):
 
     @classmethod
     def binary_logit_grad(cls, logits, index, uniform, tau, grad):
-        """K = 2: y1 (1 - y1) (g1 - g0) / tau with y1 = sigmoid(((theta1 + G1) - (theta0 + G0)) / tau)."""
-        perturbed = logits + gumbel(uniform)
-        y1 = torch.sigmoid((perturbed[..., 1] - perturbed[..., 0]) / tau)
-        return y1 * (1 - y1) * ((grad[..., 1] - grad[..., 0]) / tau)
+        """K = 2: y1 (1 - y1) (g1 - g0) / tau with y1 = sigmoid(x), x = ((theta1 + G1) - (theta0 + G0)) / tau.
+
+        With l_k = log U_k (negative), G1 - G0 = log(l0 / l1), so r = e^-x = (e^(theta0 - theta1) l1 / l0)^(1 / tau)
+        and y1 (1 - y1) = r / (1 + r)^2 = 1 / (r + 2 + 1 / r): two logarithms a weight for tau = 1 (r is
+        formed through its logarithm otherwise), and no cancellation where y1 nears 0 or 1.
+        """
+        log_u = torch.log(uniform)
+        ratio = log_u[..., 1] / log_u[..., 0]  # e^-(G1 - G0)
+        shift = logits[..., 0] - logits[..., 1]
+        if tau == 1:
+            r = ratio * torch.exp(shift)
+        else:
+            r = torch.exp((shift + torch.log(ratio)) / tau)
+        denominator = torch.reciprocal(r).add_(r).add_(2)
+        return ((grad[..., 1] - grad[..., 0]) / tau) / denominator
 
 
 # Module constants, not class attributes: torch.compile cannot read an autograd.Function's attributes.
@@ -178,6 +189,27 @@ class GumbelRao(_OneHotEstimator):
             z = torch.where(chosen, log_z - log_e_chosen, -torch.logaddexp(log_e - theta, log_e_chosen - log_z))
             total = total + simplex_jvp(torch.softmax(z / tau, dim=-1), grad.to(dtype))
         return (total / (GUMBEL_RAO_DRAWS * tau)).to(logits.dtype)
+
+    @classmethod
+    def binary_logit_grad(cls, logits, index, uniform, tau, grad):
+        """K = 2: (g1 - g0) / (M tau) sum_m y1m (1 - y1m), y_m = softmax(z_m / tau).
+
+        With s the sample and o the other category, the z above give z_s - z_o = log q,
+        q = 1 + (1 + e^(theta_s - theta_o)) E_o / E_s, so y1 (1 - y1) = 1 / (r + 2 + 1 / r) with
+        r = q^(1 / tau): two logarithms a weight and a draw (the E's), no log-sum-exp.
+        """
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        theta, drew_1 = logits.to(dtype), index.to(dtype)  # drew_1: 1 where s = 1, else 0
+        # A = 1 + e^(theta_s - theta_o): theta_s - theta_o = +-(theta1 - theta0), the sign exact.
+        scale = torch.exp((2 * drew_1 - 1) * (theta[..., 1] - theta[..., 0])).add_(1)
+        log_u = torch.log(conditional_uniforms(uniform, range(GUMBEL_RAO_DRAWS)).to(dtype))  # [M, ..., 2]
+        ratio = log_u[..., 0] / log_u[..., 1]  # E_0 / E_1
+        # E_o / E_s: the ratio where s = 1, its inverse where s = 0 (an exact select: both are finite).
+        ratio = torch.addcmul(ratio.reciprocal().mul_(1 - drew_1), ratio, drew_1)
+        q = ratio.mul_(scale).add_(1)
+        r = q if tau == 1 else q.pow_(1 / tau)
+        total = torch.reciprocal(r).add_(r).add_(2).reciprocal_().sum(0)
+        return ((grad[..., 1] - grad[..., 0]) / (GUMBEL_RAO_DRAWS * tau) * total).to(logits.dtype)
 
 
 ESTIMATOR_FUNCTIONS: dict[str, type[_OneHotEstimator]] = {

@@ -67,33 +67,82 @@ def sample_keys(seed: int, param: int, samples: Sequence[int]) -> np.ndarray:
     return keys
 
 
-def _mix32_inplace(x: np.ndarray) -> np.ndarray:
-    m1, m2 = (np.uint32(m) for m in MIX_MULTIPLIERS)
-    x ^= x >> np.uint32(16)
-    x *= m1  # uint32 arithmetic wraps modulo 2**32
-    x ^= x >> np.uint32(15)
+def _mix32_inplace(x: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+    """``mix32`` on a uint32 array, in place (uint32 arithmetic wraps modulo 2**32); ``scratch``: x's shape."""
+    scratch = np.empty_like(x) if scratch is None else scratch
+    np.right_shift(x, 16, out=scratch)
+    x ^= scratch
+    return _mix32_rest(x, scratch)
+
+
+_MIX_MULTIPLIERS_UINT32 = tuple(np.uint32(m) for m in MIX_MULTIPLIERS)
+
+
+def _mix32_rest(x: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """``mix32`` after its first step ``x ^= x >> 16``, in place."""
+    m1, m2 = _MIX_MULTIPLIERS_UINT32
+    x *= m1
+    np.right_shift(x, 15, out=scratch)
+    x ^= scratch
     x *= m2
-    x ^= x >> np.uint32(15)
+    np.right_shift(x, 15, out=scratch)
+    x ^= scratch
     return x
 
 
-_CHUNK = 1 << 16  # elements hashed at a time: the in-place steps stay in cache (1.7x faster)
+# Elements hashed by one numpy call: the in-place steps stay in cache, and the calls' overhead stays small.
+_BLOCK = 1 << 16
+_ONE_BITS = 0x3F800000  # the bits of float32 1.0
 
 
-def _uniform_numpy(keys: np.ndarray, numel: int) -> np.ndarray:
-    out = np.empty((len(keys), numel), dtype=np.float32)
-    elements = np.arange(numel, dtype=np.uint32)
-    for row, (ka, kb) in enumerate(keys):
-        for start in range(0, numel, _CHUNK):
-            h = elements[start : start + _CHUNK] ^ ka
-            _mix32_inplace(h)
-            h ^= kb
-            _mix32_inplace(h)
+def _uniform_numpy(keys: np.ndarray, numel: int, start: int = 0, step: int = 1, out: np.ndarray | None = None):
+    """U of elements ``start + step * j`` (j < numel) for each row of ``keys``: float32 [len(keys), numel].
+
+    ``out``: a float32 [len(keys), numel] array to fill (a view will do).
+    """
+
+    def elements(first, count):
+        return np.arange(start + step * first, start + step * (first + count), step, dtype=np.uint32)
+
+    return _hash_uniform(keys, numel, elements, out)
+
+
+def _hash_uniform(keys: np.ndarray, numel: int, elements, out: np.ndarray | None = None) -> np.ndarray:
+    """U = ((h >> 9) + 0.5) 2**-23, h = mix32(mix32(e ^ ka) ^ kb), for each key row and counter e: [len(keys), numel].
+
+    ``elements(first, count)`` gives counters first .. first + count - 1 as a new uint32 array. The
+    steps run on uint32 arrays in place, a block of counters for a few rows at a time (in cache).
+    Two rewrites leave every bit as it is: mix32(e ^ ka)'s first step ``x ^= x >> 16`` gives
+    (e ^ e >> 16) ^ (ka ^ ka >> 16) (shifts distribute over xor), so the counters' part is
+    computed once a block for all rows; and U is formed as the float with biased exponent 127 and
+    mantissa h >> 9, 1 + (h >> 9) 2**-23, minus 1 - 2**-24 (exact by Sterbenz' lemma).
+    """
+    keys = np.asarray(keys, dtype=np.uint32).reshape(-1, 2)
+    if out is None:
+        out = np.empty((len(keys), numel), dtype=np.float32)
+    if numel == 0 or len(keys) == 0:
+        return out
+    width = min(numel, _BLOCK)
+    rows = max(1, _BLOCK // width)
+    key_a = (keys[:, 0] ^ (keys[:, 0] >> np.uint32(16)))[:, None]
+    key_b = keys[:, 1:]
+    bits, scratch = np.empty(rows * width, dtype=np.uint32), np.empty(rows * width, dtype=np.uint32)
+    offset = np.float32(1 - 2.0 ** -(UNIFORM_BITS + 1))
+    for first in range(0, numel, width):
+        count = min(width, numel - first)
+        counters = elements(first, count)
+        counters ^= counters >> np.uint32(16)
+        for row in range(0, len(keys), rows):
+            stop = min(row + rows, len(keys))
+            h = bits[: (stop - row) * count].reshape(stop - row, count)
+            tmp = scratch[: h.size].reshape(h.shape)
+            np.bitwise_xor(counters, key_a[row:stop], out=h)
+            _mix32_rest(h, tmp)
+            h ^= key_b[row:stop]
+            _mix32_inplace(h, tmp)
             h >>= np.uint32(32 - UNIFORM_BITS)
-            u = out[row, start : start + _CHUNK]
-            u[...] = h  # exact: h < 2**23
-            u += np.float32(0.5)
-            u *= np.float32(2.0**-UNIFORM_BITS)
+            h |= np.uint32(_ONE_BITS)
+            np.subtract(h.view(np.float32), offset, out=out[row:stop, first : first + count])
     return out
 
 
@@ -116,12 +165,16 @@ def uniform(
     samples: Sequence[int],
     shape: Sequence[int],
     device: torch.device | str = "cpu",
+    *,
+    category_major: bool = False,
 ) -> torch.Tensor:
     """Uniform noise in (0, 1), float32 [len(samples), *shape], for parameter ``param``.
 
     Row ``i`` is the noise of sample ``samples[i]``; it depends only on
     (seed, param, samples[i], element index), never on the other rows.
     ``seed`` is a ``Seed``: an int, or an int64 tensor (read on the device where the kernels run).
+    ``category_major``: the same values, stored with the last axis outermost (``u[..., k]`` is
+    contiguous), as the CPU paths for K = 2 read them; the kernels' noise keeps the default layout.
     """
     if not isinstance(seed, torch.Tensor):
         _checks.check_seed(seed)
@@ -137,7 +190,13 @@ def uniform(
             len(samples), *shape
         )
     keys = sample_keys(seed_value(seed), param, samples)
-    return torch.from_numpy(_uniform_numpy(keys, numel)).view(len(samples), *shape).to(device)
+    if not category_major:
+        return torch.from_numpy(_uniform_numpy(keys, numel)).view(len(samples), *shape).to(device)
+    categories = shape[-1] if len(shape) else 1
+    planes = np.empty((len(samples), categories, numel // max(categories, 1)), dtype=np.float32)
+    for k in range(categories):
+        _uniform_numpy(keys, planes.shape[-1], start=k, step=categories, out=planes[:, k])
+    return torch.from_numpy(planes).movedim(1, -1).view(len(samples), *shape).to(device)
 
 
 def contiguous_runs(samples: Sequence[int]) -> list[range]:
@@ -191,10 +250,39 @@ def conditional_uniform(uniform: torch.Tensor, draw: int) -> torch.Tensor:
     keys: two elements whose U agree (one pair in 2**23) get the same further draws. That
     biases no element's expectation; it correlates the draws of such pairs.
     """
-    counter = torch.floor(uniform.float() * 2.0**UNIFORM_BITS).to(torch.int64)
+    if _numpy_path(uniform):
+        return conditional_uniforms(uniform, [draw])[0]
     ka, kb = conditional_keys(draw)
+    counter = torch.floor(uniform.float() * 2.0**UNIFORM_BITS).to(torch.int64)
     h = _mix32_tensor(_mix32_tensor(counter ^ ka) ^ kb)
     return ((h >> (32 - UNIFORM_BITS)).to(torch.float32) + 0.5) * 2.0**-UNIFORM_BITS
+
+
+def _numpy_path(tensor: torch.Tensor) -> bool:
+    """Whether the uint32 steps run in numpy: on the CPU, outside torch.compile (which traces torch ops only)."""
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def conditional_uniforms(uniform: torch.Tensor, draws: Sequence[int]) -> torch.Tensor:
+    """``conditional_uniform`` of each draw, stacked: float32 [len(draws), *uniform.shape].
+
+    On the CPU, the uint32 steps of ``uniform``'s CPU path on the counters n, each block of
+    counters hashed under every draw's keys, in U's memory layout (so a category-major U gives
+    category-major draws).
+    """
+    if not _numpy_path(uniform):
+        return torch.stack([conditional_uniform(uniform, draw) for draw in draws])
+    values = uniform.detach().float()
+    order = sorted(range(values.dim()), key=lambda dim: -values.stride(dim))  # the dims in memory order
+    stored = values.permute(order).contiguous()  # U in memory order: a view where U is dense
+    counter = (stored.numpy().reshape(-1) * np.float32(2.0**UNIFORM_BITS)).astype(np.uint32)  # n, exactly
+
+    def elements(first, count):
+        return counter[first : first + count].copy()
+
+    keys = np.array([conditional_keys(draw) for draw in draws], dtype=np.uint32).reshape(-1, 2)
+    drawn = torch.from_numpy(_hash_uniform(keys, counter.size, elements)).view(len(keys), *stored.shape)
+    return drawn.permute(0, *(1 + order.index(dim) for dim in range(values.dim())))
 
 
 def gumbel(u: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from estimators import noise, sampler
+from estimators import _backend, noise, sampler
 from estimators.gradients import sample_index
 
 
@@ -70,6 +70,58 @@ def test_cpu_sampler_is_gumbel_argmax_of_the_noise():
     assert index.dtype == torch.uint8 and index.shape == (4, 20, 30)
     want = sample_index(logits, noise.uniform(5, 2, range(4), logits.shape))
     assert torch.equal(index.long(), want)
+
+
+def _binary_logits_hard_cases():
+    """K = 2 logits around the CPU sampler's margin test: exact ties of theta + G, huge and tiny, NaN, inf."""
+    gen = torch.Generator().manual_seed(2)
+    g = noise.gumbel(noise.uniform(5, 2, [0], (4000, 2))[0])
+    tie = torch.randn(4000, 2, generator=gen)
+    tie[:, 1] = tie[:, 0] + g[:, 0] - g[:, 1]  # theta1 + G1 = theta0 + G0 up to rounding, for sample 0
+    far_tie = torch.randn(4000, 2, generator=gen) * 1e4  # the same where theta + G rounds to a few 1e-3
+    far_tie[:, 1] = far_tie[:, 0] + g[:, 0] - g[:, 1]
+    up, down = torch.tensor(float("inf")), torch.tensor(-float("inf"))
+    odd = torch.randn(4000, 2, generator=gen)
+    odd[::7, 0], odd[::11, 1], odd[::13, 0] = float("nan"), float("inf"), -float("inf")
+    odd[1::5] = torch.tensor([3.4e38, -3.4e38])
+    return [
+        tie,
+        torch.stack((tie[:, 0], torch.nextafter(tie[:, 1], up)), -1),
+        torch.stack((tie[:, 0], torch.nextafter(tie[:, 1], down)), -1),
+        far_tie,
+        torch.randn(4000, 2, generator=gen).expand(-1, 2).contiguous(),  # theta0 = theta1
+        torch.randn(4000, 2, generator=gen) * 1e9,
+        torch.randn(4000, 2, generator=gen) * 1e-40,
+        torch.randn(4000, 2, generator=gen) * 100,
+        odd,
+        (torch.randn(50, 40, 2, generator=gen) * 3).to(torch.bfloat16),
+    ]
+
+
+_NUMPY_PATH = pytest.mark.skipif(_backend.INTERPRETED, reason="the numpy path: under the interpreter the kernels draw")
+
+
+@_NUMPY_PATH
+@pytest.mark.parametrize("case", range(10))
+def test_binary_cpu_sampler_is_sample_index_bit_for_bit(case):
+    logits = _binary_logits_hard_cases()[case]
+    for seed, samples in ((5, range(3)), (2**63 + 7, [9, 0, 4])):
+        index = sampler.draw_index(logits, seed, 2, samples)
+        want = sample_index(logits, noise.uniform(seed, 2, samples, logits.shape))
+        assert index.dtype == torch.uint8 and torch.equal(index.long(), want)
+
+
+@_NUMPY_PATH
+def test_category_major_noise_and_conditional_draws_are_the_same_values():
+    u = noise.uniform(8, 3, [1, 4], (30, 20, 2))
+    major = noise.uniform(8, 3, [1, 4], (30, 20, 2), category_major=True)
+    assert torch.equal(major, u) and major[0, ..., 1].is_contiguous()  # a sample's category-1 plane
+    counter = (u.numpy().astype(np.float64) * 2**23).astype(np.uint32)  # conditional_uniform's formula, in numpy
+    ka, kb = noise.conditional_keys(1)
+    h = (_mix32(_mix32(counter.astype(object) ^ ka) ^ kb) >> 9).astype(np.float64)
+    want = torch.from_numpy(((h + 0.5) / 2**23).astype(np.float32))
+    assert torch.equal(noise.conditional_uniform(u, 1), want)
+    assert torch.equal(noise.conditional_uniform(major, 1), want)
 
 
 def test_bits_pack_the_index():

@@ -85,15 +85,20 @@ def _absorb(key, value):
 
 
 @triton.jit
+def _seed_param_key(seed_low, seed_high, param):
+    """``noise.param_key(seed, param)`` from the seed's low and high 32 bits (uint32 each)."""
+    low = _absorb(tl.full((), 0, tl.uint32), seed_low)
+    return _absorb(_absorb(low, seed_high), tl.cast(param, tl.uint32))
+
+
+@triton.jit
 def _param_key(seed_ptr, key, SEED_ON_DEVICE: tl.constexpr):
     """The parameter's 32-bit key (``noise.param_key``): ``key`` itself, computed on the host, or, where the
     seed lives in device memory (an int64 at ``seed_ptr``, its 64 bits the seed), computed here from the
     seed and the parameter index ``key``, so a captured CUDA graph reads the seed's value at each replay."""
     if SEED_ON_DEVICE:
-        seed = tl.load(seed_ptr)
-        zero = tl.full((), 0, tl.uint32)
-        low = _absorb(zero, seed.to(tl.uint32))  # int64 -> uint32 keeps the low 32 bits
-        return _absorb(_absorb(low, (seed >> 32).to(tl.uint32)), tl.cast(key, tl.uint32))
+        seed = tl.load(seed_ptr)  # int64 -> uint32 keeps the low 32 bits
+        return _seed_param_key(seed.to(tl.uint32), (seed >> 32).to(tl.uint32), key)
     else:
         return tl.cast(key, tl.uint32)
 
@@ -201,9 +206,8 @@ def _sample_bits_layers_kernel(
     param = tl.load(params_ptr + layer)
     if SEED_ON_DEVICE:
         param_key = _param_key(seed_ptr, param, True)
-    else:  # noise.param_key(seed, param)
-        low = _absorb(tl.full((), 0, tl.uint32), tl.cast(seed_low, tl.uint32))
-        param_key = _absorb(_absorb(low, tl.cast(seed_high, tl.uint32)), tl.cast(param, tl.uint32))
+    else:
+        param_key = _seed_param_key(tl.cast(seed_low, tl.uint32), tl.cast(seed_high, tl.uint32), param)
     byte = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ka, kb = _sample_keys(param_key, first_sample, b)
     packed = _packed_sample_bits(logits_ptr, byte, ka, kb, n_weights, BLOCK)

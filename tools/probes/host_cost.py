@@ -87,8 +87,8 @@ def value_checks_off():
 
 
 def measure_group(implementations, batch: int, precision: str, repeats: int) -> list[dict]:
-    """One row per implementation at (batch, precision). The eager steps of every implementation (and fused's
-    without the value checks) are timed round-robin, one step each a round, so that host noise, which drifts
+    """One row per implementation at (batch, precision). The eager steps of every implementation (and of all
+    but Dense without the value checks) are timed round-robin, one step each a round, so that host noise, which drifts
     over seconds, falls on all of them alike; each row's ``eager_over_dense`` is the median of the rounds'
     ratios to the Dense step timed in the same round."""
     steps = {implementation: make_step(implementation, batch, precision) for implementation in implementations}

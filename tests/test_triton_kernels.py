@@ -205,8 +205,14 @@ def test_kernel_masked_linear_large_shape_tiles(dtype):
 @needs_kernels
 @pytest.mark.parametrize("batch", [1, 5])
 @pytest.mark.parametrize("gumbel", [False, True])
-def test_kernel_masked_weight_grad(batch, gumbel):
-    x, weight, bias, logits, dy, index = _problem(batch=batch)
+@pytest.mark.parametrize(
+    "time_major, d_in, d_out",
+    [(False, 45, 29), (True, 45, 29), (True, 29, 45)],
+    ids=["rows", "time_major_copy_of_dy", "time_major_copy_of_x"],
+)
+def test_kernel_masked_weight_grad(batch, gumbel, time_major, d_in, d_out):
+    """Both layouts of the reduction (time-major: a copy of the narrower operand, G_b^T where that is dy)."""
+    x, weight, bias, logits, dy, index = _problem(batch=batch, d_in=d_in, d_out=d_out)
     codes = (0.25, 1.0)
     keys = noise.sample_keys(4, 1, range(batch))
     dev = lambda t: t.to(KERNEL_DEVICE)  # noqa: E731
@@ -214,7 +220,7 @@ def test_kernel_masked_weight_grad(batch, gumbel):
     total, selected, alpha = (
         None if t is None else t.cpu()
         for t in _kernels().masked_weight_grad(
-            dev(dy), dev(x), sampler.pack_bits(index).to(KERNEL_DEVICE), codes, extra
+            dev(dy), dev(x), sampler.pack_bits(index).to(KERNEL_DEVICE), codes, extra, time_major=time_major
         )
     )
     per_sample = torch.bmm(dy.transpose(1, 2), x)
@@ -233,9 +239,12 @@ def test_kernel_masked_weight_grad(batch, gumbel):
 @pytest.mark.parametrize("estimator", estimators.ESTIMATORS)
 @pytest.mark.parametrize("batch", [1, 13])
 @pytest.mark.parametrize("device_seed", [False, True], ids=["int_seed", "device_seed"])
-def test_kernel_param_grads_are_the_estimators_formulas(estimator, batch, device_seed):
+@pytest.mark.parametrize(
+    "time_major, d_in, d_out", [(False, 16, 8), (True, 16, 8), (True, 8, 16)], ids=["rows", "tm_dy", "tm_x"]
+)
+def test_kernel_param_grads_are_the_estimators_formulas(estimator, batch, device_seed, time_major, d_in, d_out):
     """dL/dW and dL/dtheta from the kernels against the estimator's own logit_grad, sample by sample."""
-    x, weight, bias, logits, dy, index = _problem(batch=batch, time=9, d_in=16, d_out=8)
+    x, weight, bias, logits, dy, index = _problem(batch=batch, time=9, d_in=d_in, d_out=d_out)
     codes, tau = (0.25, 1.0), 0.7
     dev = lambda t: t.to(KERNEL_DEVICE)  # noqa: E731
     seed = _device_seed(4) if device_seed else 4
@@ -243,7 +252,17 @@ def test_kernel_param_grads_are_the_estimators_formulas(estimator, batch, device
 
     def param_grads(**needs):
         return _kernels().masked_param_grads(
-            dev(dy), dev(x), bits, codes, dev(weight), dev(logits), estimator, tau, noise_stream=(seed, 1, 0), **needs
+            dev(dy),
+            dev(x),
+            bits,
+            codes,
+            dev(weight),
+            dev(logits),
+            estimator,
+            tau,
+            noise_stream=(seed, 1, 0),
+            time_major=time_major,
+            **needs,
         )
 
     dw, dlogits = param_grads()
@@ -271,6 +290,24 @@ def test_kernel_weight_grad_splits_the_batch_consistently():
     total, _, _ = _kernels().masked_weight_grad(dev(dy), dev(x), sampler.pack_bits(index).to(KERNEL_DEVICE), (0.0, 1.0))
     assert torch.allclose(total.cpu(), torch.einsum("bto,bti->oi", dy, x), rtol=1e-4, atol=1e-4)
     assert np.isfinite(total.cpu().numpy()).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a layer this large is too slow for the interpreter")
+@pytest.mark.parametrize("d_in, d_out", [(512, 1024), (1024, 512)], ids=["copy_of_x", "copy_of_dy"])
+def test_large_fp32_layers_reduce_over_a_time_major_copy(d_in, d_out):
+    """Where B x out x in reaches TIME_MAJOR_MIN_PRODUCTS, the default (time-major) agrees with float64."""
+    kernels = _kernels()
+    batch, time = 64, 128
+    assert batch * d_in * d_out >= kernels.TIME_MAJOR_MIN_PRODUCTS
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(batch, time, d_in, device="cuda", generator=gen)
+    dy = torch.randn(batch, time, d_out, device="cuda", generator=gen)
+    bits = sampler.draw_bits(torch.randn(d_out, d_in, 2, device="cuda", generator=gen), 0, 0, range(batch))
+    index = sampler.unpack_bits(bits, (d_out, d_in)).double()
+    per_sample = torch.bmm(dy.double().transpose(1, 2), x.double())
+    total, selected, _ = kernels.masked_weight_grad(dy, x, bits, (0.0, 1.0))
+    for got, want in ((total, per_sample.sum(0)), (selected, (per_sample * index).sum(0))):
+        assert (got.double() - want).norm() / want.norm() < 1e-5
 
 
 @needs_kernels

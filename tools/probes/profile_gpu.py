@@ -127,17 +127,17 @@ MATMUL_SWEEP = [
     dict(BLOCK_T=128, BLOCK_N=256, BLOCK_K=32, num_warps=8, num_stages=3),
 ]
 WEIGHT_GRAD_SWEEP = [
-    dict(BLOCK_O=32, BLOCK_I=64, BLOCK_T=32, num_warps=4),
-    dict(BLOCK_O=64, BLOCK_I=64, BLOCK_T=32, num_warps=4),
-    dict(BLOCK_O=64, BLOCK_I=64, BLOCK_T=64, num_warps=4),
-    dict(BLOCK_O=64, BLOCK_I=128, BLOCK_T=64, num_warps=8),
-    dict(BLOCK_O=128, BLOCK_I=128, BLOCK_T=64, num_warps=8),
-    dict(BLOCK_O=128, BLOCK_I=64, BLOCK_T=64, num_warps=4),
-    dict(BLOCK_O=64, BLOCK_I=64, BLOCK_T=128, num_warps=4),
-    dict(BLOCK_O=128, BLOCK_I=128, BLOCK_T=32, num_warps=8),
-    dict(BLOCK_O=128, BLOCK_I=128, BLOCK_T=32, num_warps=8, num_stages=4),
-    dict(BLOCK_O=128, BLOCK_I=64, BLOCK_T=32, num_warps=4, num_stages=4),
-    dict(BLOCK_O=64, BLOCK_I=128, BLOCK_T=32, num_warps=4, num_stages=4),
+    dict(BLOCK_R=32, BLOCK_C=64, BLOCK_T=32, num_warps=4),
+    dict(BLOCK_R=64, BLOCK_C=64, BLOCK_T=32, num_warps=4),
+    dict(BLOCK_R=64, BLOCK_C=64, BLOCK_T=64, num_warps=4),
+    dict(BLOCK_R=64, BLOCK_C=128, BLOCK_T=64, num_warps=8),
+    dict(BLOCK_R=128, BLOCK_C=128, BLOCK_T=64, num_warps=8),
+    dict(BLOCK_R=128, BLOCK_C=64, BLOCK_T=64, num_warps=4),
+    dict(BLOCK_R=64, BLOCK_C=64, BLOCK_T=128, num_warps=4),
+    dict(BLOCK_R=128, BLOCK_C=128, BLOCK_T=32, num_warps=8),
+    dict(BLOCK_R=128, BLOCK_C=128, BLOCK_T=32, num_warps=8, num_stages=4),
+    dict(BLOCK_R=128, BLOCK_C=64, BLOCK_T=32, num_warps=4, num_stages=4),
+    dict(BLOCK_R=64, BLOCK_C=128, BLOCK_T=32, num_warps=4, num_stages=4),
 ]
 
 
@@ -202,12 +202,14 @@ def kernel_sweep(report, batches=(16, 64), dtypes=("fp32", "bf16"), widths=(512,
                     )
                 except Exception as exc:  # a tile shape that does not compile: report and go on
                     _say(report, f"  {precision} matmul {tiles}: {type(exc).__name__} {str(exc)[:80]}")
-            for tiles, target in itertools.product(WEIGHT_GRAD_SWEEP, (132, 264)):
-                options = dict(tiles=tiles, precision=precision, target_programs=target)
+            layouts = (False, True) if dtype == "fp32" else (False,)
+            for tiles, target, time_major in itertools.product(WEIGHT_GRAD_SWEEP, (132, 264), layouts):
+                options = dict(tiles=tiles, precision=precision, target_programs=target, time_major=time_major)
+                layout = " time-major" if time_major else ""
                 try:
                     plain = bench(lambda: tk.masked_weight_grad(dy, x, bits, codes, **options))
                     error = relative(tk.masked_weight_grad(dy, x, bits, codes, **options)[0], want_g)
-                    _say(report, f"  {precision} weight grad {tiles} ~{target}: {plain:.4f} err {error:.1e}")
+                    _say(report, f"  {precision} weight grad{layout} {tiles} ~{target}: {plain:.4f} err {error:.1e}")
                 except Exception as exc:
                     _say(report, f"  {precision} weight grad {tiles}: {type(exc).__name__} {str(exc)[:80]}")
 

@@ -208,10 +208,10 @@ def test_kernel_masked_linear_large_shape_tiles(dtype):
 @pytest.mark.parametrize(
     "time_major, d_in, d_out",
     [(False, 45, 29), (True, 45, 29), (True, 29, 45)],
-    ids=["rows", "time_major_copy_of_dy", "time_major_copy_of_x"],
+    ids=["rows", "time_major_wide", "time_major_tall"],
 )
 def test_kernel_masked_weight_grad(batch, gumbel, time_major, d_in, d_out):
-    """Both layouts of the reduction (time-major: a copy of the narrower operand, G_b^T where that is dy)."""
+    """Both layouts of the reduction (time-major: G_b^T over a copy of dy), wide and tall layers."""
     x, weight, bias, logits, dy, index = _problem(batch=batch, d_in=d_in, d_out=d_out)
     codes = (0.25, 1.0)
     keys = noise.sample_keys(4, 1, range(batch))
@@ -240,7 +240,7 @@ def test_kernel_masked_weight_grad(batch, gumbel, time_major, d_in, d_out):
 @pytest.mark.parametrize("batch", [1, 13])
 @pytest.mark.parametrize("device_seed", [False, True], ids=["int_seed", "device_seed"])
 @pytest.mark.parametrize(
-    "time_major, d_in, d_out", [(False, 16, 8), (True, 16, 8), (True, 8, 16)], ids=["rows", "tm_dy", "tm_x"]
+    "time_major, d_in, d_out", [(False, 16, 8), (True, 16, 8), (True, 8, 16)], ids=["rows", "tm_wide", "tm_tall"]
 )
 def test_kernel_param_grads_are_the_estimators_formulas(estimator, batch, device_seed, time_major, d_in, d_out):
     """dL/dW and dL/dtheta from the kernels against the estimator's own logit_grad, sample by sample."""
@@ -293,7 +293,7 @@ def test_kernel_weight_grad_splits_the_batch_consistently():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="a layer this large is too slow for the interpreter")
-@pytest.mark.parametrize("d_in, d_out", [(512, 1024), (1024, 512)], ids=["copy_of_x", "copy_of_dy"])
+@pytest.mark.parametrize("d_in, d_out", [(512, 1024), (1024, 512)], ids=["tall", "wide"])
 def test_large_fp32_layers_reduce_over_a_time_major_copy(d_in, d_out):
     """Where B x out x in reaches TIME_MAJOR_MIN_PRODUCTS, the default (time-major) agrees with float64."""
     kernels = _kernels()

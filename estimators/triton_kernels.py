@@ -537,6 +537,9 @@ WEIGHT_GRAD_TILES_16BIT = {"BLOCK_R": 64, "BLOCK_C": 64, "BLOCK_T": 64, "num_war
 # dimension (time), with these tiles: 1.5-2.2x faster from 2048 x 512 at batch 64, copy included (H100
 # sweeps; G_b^T with a copy of dy beat G_b with a copy of x by 2-35% at every shape, even where dy is the
 # wider). 16-bit activations gain nothing from a copy (the tensor cores take either layout of 16 bits).
+# Estimators that sum per-sample noise (gumbel, gumbel_rao) keep the other layout: with these tiles their
+# backward ran 29-31% slower at batch 64 in the H100 suite (not profiled; they hold three more 64 x 64
+# tiles of state, theta0, theta1 and sum_alpha, which may spill registers at 4 warps).
 WEIGHT_GRAD_TILES_TIME_MAJOR = {"BLOCK_R": 64, "BLOCK_C": 64, "BLOCK_T": 64, "num_warps": 4, "num_stages": 3}
 TIME_MAJOR_MIN_PRODUCTS = 2**24
 TARGET_PROGRAMS = 264  # the weight gradient splits the batch until two waves of an H100's 132 SMs are busy
@@ -759,13 +762,18 @@ def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, targ
     """fp32 [splits, 3, out, in]: the partial sums of ``masked_weight_grad``, one group of samples a split.
 
     ``noisy``: None, or (estimator in ``NOISE_ESTIMATORS``, logits, seed, param, first_sample, tau).
-    ``time_major``: None (chosen by shape: fp32 and batch x out x in >= ``TIME_MAJOR_MIN_PRODUCTS``), or
+    ``time_major``: None (where no noise is summed, the activations are fp32 and batch x out x in >=
+    ``TIME_MAJOR_MIN_PRODUCTS``), or
     whether the kernel reduces G_b^T = x_b^T dy_b over a time-major copy of dy (else G_b over dy and x).
     """
     batch, time, out_features = dy.shape
     in_features = x.shape[2]
     if time_major is None:
-        time_major = dy.dtype == torch.float32 and batch * out_features * in_features >= TIME_MAJOR_MIN_PRODUCTS
+        time_major = (
+            noisy is None
+            and dy.dtype == torch.float32
+            and batch * out_features * in_features >= TIME_MAJOR_MIN_PRODUCTS
+        )
     if tiles is None and time_major:
         tiles = WEIGHT_GRAD_TILES_TIME_MAJOR
     tiles = tiles or _tiles_for(dy.dtype, WEIGHT_GRAD_TILES, WEIGHT_GRAD_TILES_16BIT)
@@ -830,8 +838,8 @@ def masked_weight_grad(
     The batch is split into groups of samples reduced by separate programs
     (until about ``target_programs`` run), so the partial sums take
     3 * splits * out * in floats, whatever the batch size. Large fp32 layers
-    (``TIME_MAJOR_MIN_PRODUCTS``) reduce over a time-major copy of dy, made
-    and freed here: B * T * out values.
+    (``TIME_MAJOR_MIN_PRODUCTS``; not with ``gumbel``) reduce over a
+    time-major copy of dy, made and freed here: B * T * out values.
 
     Args:
         dy: ``[B, T, out]``.
@@ -845,8 +853,8 @@ def masked_weight_grad(
             else ``WEIGHT_GRAD_TILES`` for fp32 activations, ``WEIGHT_GRAD_TILES_16BIT`` for bf16 and fp16.
         precision: as ``masked_linear``.
         target_programs: about how many programs to split the batch over.
-        time_major: whether to reduce over the time-major copy; None: where the activations are fp32 and
-            B * out * in >= ``TIME_MAJOR_MIN_PRODUCTS``.
+        time_major: whether to reduce over the time-major copy; None: where no noise is summed, the
+            activations are fp32 and B * out * in >= ``TIME_MAJOR_MIN_PRODUCTS``.
 
     Returns:
         (sum_b G_b, sum_b G_b * bit_b, sum_b G_b * alpha_b or None), fp32 ``[out, in]`` each.

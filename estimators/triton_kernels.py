@@ -314,9 +314,9 @@ def _gumbel_rao_jacobian(theta0, theta1, chosen, counter0, counter1, inv_tau, DR
 
 @triton.jit
 def _masked_weight_grad_kernel(
-    # Operands. Shapes in [brackets]; (a, b) = (dy, x), or (x, dy) where A_IS_X.
-    a_ptr,  # [batch, time, rows]
-    b_ptr,  # [batch, time, cols]
+    # Operands. Shapes in [brackets]; (lhs, rhs) = (dy, x), or (x, dy) where LHS_IS_X.
+    lhs_ptr,  # [batch, time, rows]
+    rhs_ptr,  # [batch, time, cols]
     mask_bits_ptr,  # uint8 [batch, mask_bytes]: sample b's K = 2 mask bits
     logits_ptr,  # [out_features, in_features, 2] (read only when NOISE is an estimator's code)
     out_ptr,  # fp32 [splits, 3, out_features, in_features]: the partial sums, one plane each
@@ -324,7 +324,7 @@ def _masked_weight_grad_kernel(
     seed_ptr,
     key,
     first_sample,
-    # Sizes: rows x cols is out_features x in_features, or in_features x out_features where A_IS_X.
+    # Sizes: rows x cols is out_features x in_features, or in_features x out_features where LHS_IS_X.
     batch,
     time,
     rows,
@@ -332,18 +332,18 @@ def _masked_weight_grad_kernel(
     mask_bytes,
     samples_per_split,
     # Strides, in elements.
-    stride_ab,
-    stride_at,
-    stride_ar,
-    stride_bb,
-    stride_bt,
-    stride_bc,
+    stride_lb,
+    stride_lt,
+    stride_lr,
+    stride_rb,
+    stride_rt,
+    stride_rc,
     # Scalars of the estimator and the codebook.
     inv_tau,
     code0,
     code1,
     # Compile-time switches and tiles.
-    A_IS_X: tl.constexpr,
+    LHS_IS_X: tl.constexpr,
     NOISE: tl.constexpr,
     SEED_ON_DEVICE: tl.constexpr,
     BLOCK_R: tl.constexpr,
@@ -359,7 +359,7 @@ def _masked_weight_grad_kernel(
     alpha_b = y0 y1 (c1 - c0) / tau, y = softmax((theta + G(U_b)) / tau); for Gumbel-Rao
     (NOISE = GUMBEL_RAO) alpha_b = mean_m y_m0 y_m1 (c1 - c0) / tau over its DRAWS conditional draws.
 
-    A program's tile is [BLOCK_R rows, BLOCK_C columns] of a_b^T b_b: of G_b, or of G_b^T where A_IS_X
+    A program's tile is [BLOCK_R rows, BLOCK_C columns] of lhs_b^T rhs_b: of G_b, or of G_b^T where LHS_IS_X
     (then its rows index W's columns). One loop runs over (sample, time tile), so that Triton's
     pipeliner loads the next sample's tiles while a sample's G_b is folded into the sums.
     """
@@ -368,7 +368,7 @@ def _masked_weight_grad_kernel(
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     offs_t = tl.arange(0, BLOCK_T)
     tile_mask = (offs_r[:, None] < rows) & (offs_c[None, :] < cols)
-    if A_IS_X:  # W[o, i] at o * in_features + i, with o a column and i a row of the tile
+    if LHS_IS_X:  # W[o, i] at o * in_features + i, with o a column and i a row of the tile
         weight = offs_c[None, :] * rows + offs_r[:, None]
     else:
         weight = offs_r[:, None] * cols + offs_c[None, :]
@@ -387,17 +387,17 @@ def _masked_weight_grad_kernel(
         t0 = (step % time_tiles) * BLOCK_T
         b64 = tl.cast(b, tl.int64)
         tt = t0 + offs_t
-        a_t = tl.load(
-            a_ptr + b64 * stride_ab + tt[None, :] * stride_at + offs_r[:, None] * stride_ar,
+        lhs = tl.load(
+            lhs_ptr + b64 * stride_lb + tt[None, :] * stride_lt + offs_r[:, None] * stride_lr,
             mask=(tt[None, :] < time) & (offs_r[:, None] < rows),
             other=0.0,
         )
-        b_t = tl.load(
-            b_ptr + b64 * stride_bb + tt[:, None] * stride_bt + offs_c[None, :] * stride_bc,
+        rhs = tl.load(
+            rhs_ptr + b64 * stride_rb + tt[:, None] * stride_rt + offs_c[None, :] * stride_rc,
             mask=(tt[:, None] < time) & (offs_c[None, :] < cols),
             other=0.0,
         )
-        g = tl.dot(a_t, b_t, g, input_precision=PRECISION)
+        g = tl.dot(lhs, rhs, g, input_precision=PRECISION)
         if t0 + BLOCK_T >= time:  # g is this sample's G_b (or G_b^T): fold it into the sums
             sum_all += g
             sum_set += tl.where(_mask_bit(mask_bits_ptr + b64 * mask_bytes, weight, tile_mask) != 0, g, 0.0)
@@ -777,8 +777,8 @@ def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, targ
     if tiles is None and time_major:
         tiles = WEIGHT_GRAD_TILES_TIME_MAJOR
     tiles = tiles or _tiles_for(dy.dtype, WEIGHT_GRAD_TILES, WEIGHT_GRAD_TILES_16BIT)
-    a, b = (x, _time_major(dy)) if time_major else (dy, x)
-    rows, cols = a.shape[2], b.shape[2]
+    lhs, rhs = (x, _time_major(dy)) if time_major else (dy, x)
+    rows, cols = lhs.shape[2], rhs.shape[2]
     tile_count = _cdiv(rows, tiles["BLOCK_R"]) * _cdiv(cols, tiles["BLOCK_C"])
     splits = max(1, min(batch, target_programs // tile_count))
     per_split = _cdiv(batch, splits)
@@ -794,8 +794,8 @@ def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, targ
     launch(
         _masked_weight_grad_kernel,
         grid,
-        a,
-        b,
+        lhs,
+        rhs,
         mask_bits,
         logits,
         partial,
@@ -808,11 +808,11 @@ def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, targ
         cols,
         mask_bits.shape[1],
         per_split,
-        *a.stride(),
-        *b.stride(),
+        *lhs.stride(),
+        *rhs.stride(),
         inv_tau,
         *codes,
-        A_IS_X=time_major,
+        LHS_IS_X=time_major,
         NOISE=NO_NOISE.value if estimator is None else ESTIMATOR_CODES[estimator],
         SEED_ON_DEVICE=on_device,
         PRECISION=precision,

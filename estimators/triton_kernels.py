@@ -539,7 +539,9 @@ WEIGHT_GRAD_TILES_16BIT = {"BLOCK_R": 64, "BLOCK_C": 64, "BLOCK_T": 64, "num_war
 # wider). 16-bit activations gain nothing from a copy (the tensor cores take either layout of 16 bits).
 # Estimators that sum per-sample noise (gumbel, gumbel_rao) keep the other layout: with these tiles their
 # backward ran 29-31% slower at batch 64 in the H100 suite (not profiled; they hold three more 64 x 64
-# tiles of state, theta0, theta1 and sum_alpha, which may spill registers at 4 warps).
+# tiles of state, theta0, theta1 and sum_alpha, which may spill registers at 4 warps). That is not
+# 3c51ebe's kernel: the loop is the flat one (0-7% slower than the nested loops at WEIGHT_GRAD_TILES, ste,
+# kernel alone); unmeasured for the noise estimators.
 WEIGHT_GRAD_TILES_TIME_MAJOR = {"BLOCK_R": 64, "BLOCK_C": 64, "BLOCK_T": 64, "num_warps": 4, "num_stages": 3}
 TIME_MAJOR_MIN_PRODUCTS = 2**24
 TARGET_PROGRAMS = 264  # the weight gradient splits the batch until two waves of an H100's 132 SMs are busy
@@ -762,9 +764,9 @@ def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, targ
     """fp32 [splits, 3, out, in]: the partial sums of ``masked_weight_grad``, one group of samples a split.
 
     ``noisy``: None, or (estimator in ``NOISE_ESTIMATORS``, logits, seed, param, first_sample, tau).
-    ``time_major``: None (where no noise is summed, the activations are fp32 and batch x out x in >=
-    ``TIME_MAJOR_MIN_PRODUCTS``), or
-    whether the kernel reduces G_b^T = x_b^T dy_b over a time-major copy of dy (else G_b over dy and x).
+    ``time_major``: whether the kernel reduces G_b^T = x_b^T dy_b over a time-major copy of dy (else G_b
+    over dy and x); None: where no noise is summed, the activations are fp32 and batch x out x in >=
+    ``TIME_MAJOR_MIN_PRODUCTS``.
     """
     batch, time, out_features = dy.shape
     in_features = x.shape[2]
@@ -849,8 +851,9 @@ def masked_weight_grad(
             straight-through Gumbel-softmax coefficient alpha_b = y0 y1 (c1 - c0) / tau with
             y = softmax((theta + G(U_b)) / tau), the noise recomputed from its counter-based hash
             (seed: as ``uniform``).
-        tiles: ``WEIGHT_GRAD_TILES``' keys; None: ``WEIGHT_GRAD_TILES_TIME_MAJOR`` where the copy is read,
-            else ``WEIGHT_GRAD_TILES`` for fp32 activations, ``WEIGHT_GRAD_TILES_16BIT`` for bf16 and fp16.
+        tiles: ``WEIGHT_GRAD_TILES``' keys (BLOCK_R spans out, or in where the copy is read; BLOCK_C the
+            other); None: ``WEIGHT_GRAD_TILES_TIME_MAJOR`` where the copy is read, else ``WEIGHT_GRAD_TILES``
+            for fp32 activations, ``WEIGHT_GRAD_TILES_16BIT`` for bf16 and fp16.
         precision: as ``masked_linear``.
         target_programs: about how many programs to split the batch over.
         time_major: whether to reduce over the time-major copy; None: where no noise is summed, the
@@ -890,7 +893,8 @@ def masked_param_grads(
         estimator: a name in ``ESTIMATOR_CODES``; tau: its temperature.
         noise_stream: (seed, param, first_sample) of the masks' noise (Gumbel-softmax and Gumbel-Rao recompute it).
         need_weight, need_logits: which gradients to compute.
-        tiles, precision, target_programs, time_major: as ``masked_weight_grad``.
+        tiles, precision, target_programs, time_major: as ``masked_weight_grad`` (whose default layout
+            also leaves out the estimators in ``NOISE_ESTIMATORS``: gumbel_rao's noise is summed too).
 
     Returns:
         (dL/dW in W's dtype or None, dL/dtheta in the logits' dtype or None).

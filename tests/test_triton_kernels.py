@@ -210,9 +210,15 @@ def test_kernel_masked_linear_large_shape_tiles(dtype):
     [(False, 45, 29), (True, 45, 29), (True, 29, 45)],
     ids=["rows", "time_major_wide", "time_major_tall"],
 )
-def test_kernel_masked_weight_grad(batch, gumbel, time_major, d_in, d_out):
-    """Both layouts of the reduction (time-major: G_b^T over a copy of dy), wide and tall layers."""
+@pytest.mark.parametrize("samples_a_program", ["one", "all"])
+def test_kernel_masked_weight_grad(batch, gumbel, time_major, d_in, d_out, samples_a_program):
+    """Both layouts of the reduction (time-major: G_b^T over a copy of dy), wide and tall layers.
+
+    "all": 16 x 16 x 16 tiles and one split, so that each program's loop runs through every sample
+    and three time tiles a sample (T = 37): G_b's reset and the hand-over from sample to sample.
+    """
     x, weight, bias, logits, dy, index = _problem(batch=batch, d_in=d_in, d_out=d_out)
+    loop = {} if samples_a_program == "one" else dict(tiles=dict(BLOCK_R=16, BLOCK_C=16, BLOCK_T=16), target_programs=1)
     codes = (0.25, 1.0)
     keys = noise.sample_keys(4, 1, range(batch))
     dev = lambda t: t.to(KERNEL_DEVICE)  # noqa: E731
@@ -220,7 +226,7 @@ def test_kernel_masked_weight_grad(batch, gumbel, time_major, d_in, d_out):
     total, selected, alpha = (
         None if t is None else t.cpu()
         for t in _kernels().masked_weight_grad(
-            dev(dy), dev(x), sampler.pack_bits(index).to(KERNEL_DEVICE), codes, extra, time_major=time_major
+            dev(dy), dev(x), sampler.pack_bits(index).to(KERNEL_DEVICE), codes, extra, time_major=time_major, **loop
         )
     )
     per_sample = torch.bmm(dy.transpose(1, 2), x)
@@ -292,10 +298,11 @@ def test_kernel_weight_grad_splits_the_batch_consistently():
     assert np.isfinite(total.cpu().numpy()).all()
 
 
+@needs_kernels
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="a layer this large is too slow for the interpreter")
 @pytest.mark.parametrize("d_in, d_out", [(512, 1024), (1024, 512)], ids=["tall", "wide"])
 def test_large_fp32_layers_reduce_over_a_time_major_copy(d_in, d_out):
-    """Where B x out x in reaches TIME_MAJOR_MIN_PRODUCTS, the default (time-major) agrees with float64."""
+    """Where B x out x in reaches TIME_MAJOR_MIN_PRODUCTS the default is the time-major layout, within 1e-5."""
     kernels = _kernels()
     batch, time = 64, 128
     assert batch * d_in * d_out >= kernels.TIME_MAJOR_MIN_PRODUCTS
@@ -306,6 +313,7 @@ def test_large_fp32_layers_reduce_over_a_time_major_copy(d_in, d_out):
     index = sampler.unpack_bits(bits, (d_out, d_in)).double()
     per_sample = torch.bmm(dy.double().transpose(1, 2), x.double())
     total, selected, _ = kernels.masked_weight_grad(dy, x, bits, (0.0, 1.0))
+    assert torch.equal(total, kernels.masked_weight_grad(dy, x, bits, (0.0, 1.0), time_major=True)[0])
     for got, want in ((total, per_sample.sum(0)), (selected, (per_sample * index).sum(0))):
         assert (got.double() - want).norm() / want.norm() < 1e-5
 

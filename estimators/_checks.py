@@ -158,7 +158,7 @@ def check_logits_and_noise(logits: torch.Tensor, uniform: torch.Tensor, tau: flo
 def check_tokens(tokens: object, vocab_size: int, seq_len: int, device: torch.device) -> None:
     """Token ids: an int64 or int32 tensor [batch, time] on ``device`` (the model's), 1 <= time <= seq_len.
 
-    The id range is checked by ``check_step_values``, with the values that need the device.
+    The id range is checked by ``StepValueCheck``, with the values that need the device.
     """
     if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"tokens must be a torch.int64 or torch.int32 tensor, got {_describe(tokens)}")
@@ -173,31 +173,65 @@ def check_tokens(tokens: object, vocab_size: int, seq_len: int, device: torch.de
         raise ValueError(f"tokens must be [batch >= 1, 1 <= time <= {seq_len}], got shape {tuple(tokens.shape)}")
 
 
-def check_step_values(
-    tokens: torch.Tensor, vocab_size: int, mask_logits: list[torch.Tensor], tau: float, margin: float
-) -> None:
-    """Token ids in [0, vocab_size); mask logits finite; ``check_tau_scale`` in fp32 (the estimators' dtype)
-    with the estimator's noise ``margin``.
+class StepValueCheck:
+    """The checks of a forward pass's values: token ids in [0, vocab_size); mask logits finite;
+    ``check_tau_scale`` in fp32 (the estimators' dtype) with the estimator's noise ``margin``.
 
-    One device synchronisation for all of it. While a CUDA graph is being
-    captured (where synchronising is illegal) nothing is checked.
+    Made at the start of a forward pass, it queues the two reductions it needs (max |logit| of
+    each layer, the ids' min and max); ``result()`` reads them and raises. On the CPU they are
+    read at once, so an error is raised before any other work. On CUDA they are copied to pinned
+    host memory behind an event and read by ``result()``, which the forward calls at its end:
+    by then the device has long passed the event in a host-bound loop, so the host never waits
+    on work queued before the pass. Until then the ids are unchecked, so the pass embeds
+    ``safe_tokens`` (the ids clamped into the vocabulary: an id out of range would otherwise end
+    in a device-side assert that kills the CUDA context); ``result()`` raises before the pass
+    returns anything computed from them. While a CUDA graph is being captured (where reading
+    device values is illegal) nothing is checked.
+
+    Args:
+        tokens: the pass's token ids (``check_tokens`` passed).
+        vocab_size: the model's vocabulary.
+        mask_logits: every stochastic layer's logits.
+        tau: the estimator's temperature; margin: its noise's ``tau_scale_margin``.
+
+    Example::
+
+        >>> check = StepValueCheck(tokens, vocab_size, logits, tau, margin)
+        >>> x = embedding(check.safe_tokens)   # ... the rest of the forward pass
+        >>> check.result()                     # raises ValueError on a bad value
     """
-    if tokens.is_cuda and torch.cuda.is_current_stream_capturing():
-        return
-    with torch.no_grad():  # max |logit| of each layer (NaN and inf propagate); the ids' range
-        largest = torch.stack(torch._foreach_norm(mask_logits, float("inf")))
-        bounds = torch.stack(torch.aminmax(tokens))
-    if tokens.is_cuda:  # both copies queued, then one synchronisation: six launches in all
-        largest = largest.to("cpu", non_blocking=True)
-        bounds = bounds.to("cpu", non_blocking=True)
-        torch.cuda.current_stream(tokens.device).synchronize()
-    largest = max(largest.tolist(), key=lambda value: math.inf if math.isnan(value) else value)
-    low, high = bounds.tolist()
-    if low < 0 or high >= vocab_size:
-        raise ValueError(f"token ids must lie in [0, {vocab_size}); got min {low:.0f}, max {high:.0f}")
-    if not math.isfinite(largest):
-        raise ValueError("the model's mask logits are not finite (NaN or inf): masks cannot be drawn from them")
-    check_tau_scale(largest, tau, torch.float32, margin)
+
+    def __init__(self, tokens: torch.Tensor, vocab_size: int, mask_logits: list[torch.Tensor], tau: float, margin):
+        self.safe_tokens = tokens
+        self._vocab_size, self._tau, self._margin = vocab_size, tau, margin
+        self._largest = self._bounds = self._copied = None
+        if tokens.is_cuda and torch.cuda.is_current_stream_capturing():
+            return
+        with torch.no_grad():  # max |logit| of each layer (NaN and inf propagate); the ids' range
+            self._largest = torch.stack(torch._foreach_norm(mask_logits, float("inf")))
+            self._bounds = torch.stack(torch.aminmax(tokens))
+            if tokens.is_cuda:  # a non-blocking copy to the CPU lands in pinned memory
+                self._largest = self._largest.to("cpu", non_blocking=True)
+                self._bounds = self._bounds.to("cpu", non_blocking=True)
+                self._copied = torch.cuda.Event()
+                self._copied.record()
+                self.safe_tokens = tokens.clamp(0, vocab_size - 1)
+        if self._copied is None:
+            self.result()
+
+    def result(self) -> None:
+        """Raise ValueError, naming the bad value, unless every checked value is valid."""
+        if self._largest is None:
+            return
+        if self._copied is not None:
+            self._copied.synchronize()
+        largest = max(self._largest.tolist(), key=lambda value: math.inf if math.isnan(value) else value)
+        low, high = self._bounds.tolist()
+        if low < 0 or high >= self._vocab_size:
+            raise ValueError(f"token ids must lie in [0, {self._vocab_size}); got min {low:.0f}, max {high:.0f}")
+        if not math.isfinite(largest):
+            raise ValueError("the model's mask logits are not finite (NaN or inf): masks cannot be drawn from them")
+        check_tau_scale(largest, self._tau, torch.float32, self._margin)
 
 
 def _describe(value: object) -> str:

@@ -161,7 +161,7 @@ class StochasticTransformer(nn.Module):
             raise ValueError(f"sample_offset must be an int in [0, 2**32 - batch], got {sample_offset!r}") from None
         implementations.check_batch(implementation, batch)
         margin = _checks.tau_scale_margin(ESTIMATOR_FUNCTIONS[estimator].needs_uniform, self.config.num_categories)
-        _checks.check_step_values(
+        values = _checks.StepValueCheck(
             tokens, self.config.vocab_size, [layer.logits for layer in self._stochastic], tau, margin
         )
 
@@ -174,10 +174,12 @@ class StochasticTransformer(nn.Module):
         )
         draw = MaskDraw(estimator, implementation, tau, seed, samples, drawn)
         positions = torch.arange(time, device=tokens.device)
-        x = self.token_embedding(tokens) + self.position_embedding(positions)
+        x = self.token_embedding(values.safe_tokens) + self.position_embedding(positions)
         for block in self.blocks:
             x = block(x, draw)
-        return self.head(self.ln_final(x))
+        logits = self.head(self.ln_final(x))
+        values.result()  # on CUDA, read only now: the host did not wait for the device to reach the checks
+        return logits
 
 
 def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

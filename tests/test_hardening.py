@@ -225,6 +225,35 @@ def test_tokens_on_another_device_than_the_model_are_refused():
         model(random_tokens(CONFIGS["tiny"], 1, 0), estimator="ste", implementation="bmm", seed=0)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("implementation", ["fused", "bmm", "shared"])
+@pytest.mark.parametrize("bad", ["token -1", "token vocab", "logit nan", "logit inf", "tau"])
+def test_on_cuda_bad_values_raise_before_the_forward_returns_and_the_device_lives_on(implementation, bad):
+    """On CUDA the forward reads its value checks at its end (``StepValueCheck``); an id out of range must
+    still raise the clear error, not a device-side assert that would kill the context."""
+    config = CONFIGS["tiny"]
+    model = estimators.build_model(config, device="cuda")
+    tokens = random_tokens(config, 2, 0).cuda()
+    good = model(tokens, estimator="gumbel", implementation=implementation, seed=0)
+    tau = 1e-40 if bad == "tau" else 1.0
+    if bad.startswith("token"):
+        tokens = tokens.clone()
+        tokens[1, 2] = -1 if bad == "token -1" else config.vocab_size
+    saved = model.stochastic_layers()[2].logits.detach().clone()
+    if bad.startswith("logit"):
+        with torch.no_grad():
+            model.stochastic_layers()[2].logits[1, 0, 1] = NAN if bad == "logit nan" else INF
+    match = {"token": r"token ids must lie in \[0, ", "logit": "mask logits are not finite", "tau": "too small"}
+    with pytest.raises(ValueError, match=match[bad.split()[0]]):
+        model(tokens, estimator="gumbel", implementation=implementation, seed=0, tau=tau)
+    with torch.no_grad():
+        model.stochastic_layers()[2].logits.copy_(saved)
+    again = model(random_tokens(config, 2, 0).cuda(), estimator="gumbel", implementation=implementation, seed=0)
+    torch.cuda.synchronize()  # a device-side assert would surface here
+    torch.testing.assert_close(again, good, rtol=0, atol=0)
+
+
 # Double backward: supported where the autograd graph is torch's, refused by fused.
 def test_fused_refuses_double_backward_and_bmm_supports_it():
     model = estimators.build_model(CONFIGS["tiny"])

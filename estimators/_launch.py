@@ -13,7 +13,14 @@ the properties Triton specialises on, read in a few tuple operations:
 - the keyword arguments (constexprs, ``num_warps``...) by value, and the current device.
 
 The first launch of a key goes through ``kernel[grid]``, which compiles (or
-finds) the kernel; later launches of that key call its launcher directly. Where
+finds) the kernel; later launches of that key call its launcher directly.
+Even these keys cost about 10 us of Python for a launch of 20 arguments, so
+launches are first looked up by a cheaper key, the arguments' values (a
+tensor by its dtype and address modulo 16; a float by its type), which
+determines Triton's: a training step repeats the same sizes and strides at
+every layer of a shape. Ints that change from launch to launch (a seed, a
+sample offset) miss that lookup and take the specialisation's; the
+value-keyed table holds at most ``RECENT_LIMIT`` entries. Where
 that cannot be done the same way, every launch takes ``kernel[grid]``: under
 Triton's interpreter, while launch hooks are set (profilers such as proton set
 them), and with a Triton whose compiled kernels lack the launcher's attributes.
@@ -37,6 +44,10 @@ _INT32, _UINT64 = 2**31, 2**63
 
 # (kernel, device, argument keys, keyword arguments) -> (compiled kernel, the constexprs' values in signature order)
 _compiled: dict[tuple, tuple] = {}
+# (id(kernel), device, argument values, keyword arguments) -> (kernel, compiled kernel, constexprs' values)
+_recent: dict[tuple, tuple] = {}
+RECENT_LIMIT = 4096
+_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
 def argument_key(value) -> tuple:
@@ -66,6 +77,26 @@ def _arguments_key(args: tuple) -> tuple:
     )
 
 
+def _values_key(args: tuple) -> tuple:
+    """The arguments as ``_recent`` keys them: ints by value, tensors by dtype and address modulo 16,
+    anything else by ``argument_key``. Equal value keys have equal ``_arguments_key``."""
+    return tuple(
+        value
+        if type(value) is int
+        else (value.dtype, value.data_ptr() & 15)
+        if type(value) in _TENSOR_TYPES
+        else argument_key(value)
+        for value in args
+    )
+
+
+def _remember(key: tuple, bound: tuple) -> None:
+    """Enter a bound launch in ``_recent``, emptied first when full (changing ints fill it one launch at a time)."""
+    if len(_recent) >= RECENT_LIMIT:
+        _recent.clear()
+    _recent[key] = bound
+
+
 def _hook_set(hook) -> bool:
     """A launch hook is set: a callable, or a Triton ``HookChain`` (3.5 and later) with calls in it."""
     return hook is not None and bool(getattr(hook, "calls", True))
@@ -91,15 +122,21 @@ def launch(kernel, grid: tuple, *args, **constexprs) -> None:
     if INTERPRETED or _hooks_set():
         kernel[grid](*args, **constexprs)
         return
-    device = _driver.active.get_current_device()
-    key = (kernel, device, _arguments_key(args), tuple(constexprs.items()))
-    bound = _compiled.get(key)
+    device = torch.cuda.current_device()
+    options = tuple(constexprs.items())
+    recent_key = (id(kernel), device, _values_key(args), options)
+    bound = _recent.get(recent_key)
     if bound is None:
-        compiled = kernel[grid](*args, **constexprs)
-        if all(hasattr(compiled, name) for name in _LAUNCHER_ATTRIBUTES):
-            _compiled[key] = compiled, tuple(constexprs[name] for name in kernel.arg_names[len(args) :])
-        return
-    compiled, tail = bound
+        key = (kernel, device, _arguments_key(args), options)
+        bound = _compiled.get(key)
+        if bound is None:
+            compiled = kernel[grid](*args, **constexprs)
+            if all(hasattr(compiled, name) for name in _LAUNCHER_ATTRIBUTES):
+                tail = tuple(constexprs[name] for name in kernel.arg_names[len(args) :])
+                _compiled[key] = kernel, compiled, tail  # the kernel held: its id in _recent's keys stays its own
+            return
+        _remember(recent_key, bound)
+    _, compiled, tail = bound
     grid_x, grid_y, grid_z = (*grid, 1, 1)[:3]
     stream = _driver.active.get_current_stream(device)
     compiled.run(

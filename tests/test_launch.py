@@ -82,6 +82,7 @@ def test_bound_launches_compute_what_the_jit_launch_does():
     bias = torch.randn(24, device="cuda", generator=generator)
     logits = torch.randn(24, 48, 2, device="cuda", generator=generator)
     _launch._compiled.clear()
+    _launch._recent.clear()
     runs = []
     for _ in range(3):  # the first through kernel[grid], the others through the launcher
         bits = triton_kernels.sample_bits(logits, 7, 3, range(3))
@@ -124,3 +125,29 @@ def test_the_inlined_keys_are_argument_key():
 
     arguments = tuple(_launch_arguments()) + (torch.nn.Parameter(torch.zeros(3)),)
     assert _arguments_key(arguments) == tuple(map(argument_key, arguments))
+
+
+def test_value_keys_determine_the_specialisation_keys():
+    """Launches that share a value key share Triton's specialisation: the value-keyed table is safe to look up first."""
+    from estimators._launch import _arguments_key, _values_key
+
+    arguments = _launch_arguments() + [torch.nn.Parameter(torch.zeros(3)), torch.zeros(64)[2:], torch.zeros(64)[4:]]
+    specialisation_of = {}
+    for value in arguments:
+        seen = specialisation_of.setdefault(_values_key((value,)), _arguments_key((value,)))
+        assert seen == _arguments_key((value,)), f"{value!r}: one value key covers two specialisations"
+    # Negative controls: values that Triton tells apart are told apart.
+    assert _values_key((torch.zeros(8),)) != _values_key((torch.zeros(8)[1:],))
+    assert _values_key((16,)) != _values_key((17,))
+
+
+def test_the_value_keyed_table_stays_bounded(monkeypatch):
+    """Ints that change at every launch (a seed) add an entry each; the table is emptied before it passes its limit."""
+    from estimators import _launch
+
+    monkeypatch.setattr(_launch, "_recent", {})
+    monkeypatch.setattr(_launch, "RECENT_LIMIT", 8)
+    for seed in range(20):
+        _launch._remember(("kernel", 0, (seed,), ()), ("bound",))
+        assert 1 <= len(_launch._recent) <= 8
+    assert ("kernel", 0, (19,), ()) in _launch._recent

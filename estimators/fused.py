@@ -65,7 +65,9 @@ def fused_linear(x: torch.Tensor, layer, draw) -> torch.Tensor:
     if not torch.is_autocast_enabled(device_type):
         return _FusedStochasticLinear.apply(*arguments)
     x = x.to(torch.get_autocast_dtype(device_type))
-    with torch.autocast(device_type, enabled=False):  # the CPU path's torch matmuls run in x's dtype
+    if layer.logits.shape[-1] == 2 and _backend.triton_kernels(x.device) is not None:
+        return _FusedStochasticLinear.apply(x, *arguments[1:])  # the kernels' path runs no op that autocast casts
+    with torch.autocast(device_type, enabled=False):  # the torch path's matmuls run in x's dtype
         return _FusedStochasticLinear.apply(x, *arguments[1:])
 
 

@@ -399,8 +399,9 @@ def _masked_weight_grad_kernel(
         )
         g = tl.dot(lhs, rhs, g, input_precision=PRECISION)
         if t0 + BLOCK_T >= time:  # g is this sample's G_b (or G_b^T): fold it into the sums
+            chosen = _mask_bit(mask_bits_ptr + b64 * mask_bytes, weight, tile_mask) != 0
             sum_all += g
-            sum_set += tl.where(_mask_bit(mask_bits_ptr + b64 * mask_bytes, weight, tile_mask) != 0, g, 0.0)
+            sum_set += tl.where(chosen, g, 0.0)
             if NOISE == GUMBEL_SOFTMAX:
                 ka, kb = _sample_keys(param_key, first_sample, b)
                 z0 = theta0 + _gumbel(_uniform((2 * weight).to(tl.uint32), ka, kb))
@@ -409,7 +410,6 @@ def _masked_weight_grad_kernel(
                 sum_alpha += g * (y1 * (1.0 - y1) * (code1 - code0) * inv_tau)
             if NOISE == GUMBEL_RAO:
                 ka, kb = _sample_keys(param_key, first_sample, b)
-                chosen = _mask_bit(mask_bits_ptr + b64 * mask_bytes, weight, tile_mask) != 0
                 jacobian = _gumbel_rao_jacobian(
                     theta0,
                     theta1,

@@ -371,6 +371,23 @@ def test_gpu_probes_say_they_need_cuda(probe, tmp_path):
     assert result.returncode == 2 and "needs a CUDA device" in result.stderr, result.stderr
 
 
+def test_the_host_cost_probe_switches_the_value_checks_off_and_back():
+    """The probe's "without checks" steps must skip the checks that the package runs now, and only inside."""
+    from tools.probes.host_cost import value_checks_off
+
+    model = estimators.build_model(CONFIGS["tiny"])
+    with torch.no_grad():
+        model.stochastic_layers()[0].logits[0, 0, 0] = NAN
+
+    def forward():
+        return model(random_tokens(CONFIGS["tiny"], 2, 0), estimator="ste", implementation="bmm", seed=0)
+
+    with value_checks_off():
+        forward()
+    with pytest.raises(ValueError, match="mask logits are not finite"):
+        forward()
+
+
 def test_report_refuses_a_missing_reference_and_leaves_out_invalid_values(tmp_path):
     from tools.reporting import reference_run, results
 

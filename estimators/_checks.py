@@ -180,9 +180,10 @@ class StepValueCheck:
     Made at the start of a forward pass, it queues the two reductions it needs (max |logit| of
     each layer, the ids' min and max); ``result()`` reads them and raises. On the CPU they are
     read at once, so an error is raised before any other work. On CUDA they are copied to pinned
-    host memory behind an event and read by ``result()``, which the forward calls at its end:
-    by then the device has long passed the event in a host-bound loop, so the host never waits
-    on work queued before the pass. Until then the ids are unchecked, so the pass embeds
+    host memory behind an event on the tokens' device's current stream, and read by ``result()``,
+    which the forward calls at its end: the host queues the whole pass before it waits, and then
+    only until the device has reached the checks (in a host-bound loop it long has). Until then
+    the ids are unchecked, so the pass embeds
     ``safe_tokens`` (the ids clamped into the vocabulary: an id out of range would otherwise end
     in a device-side assert that kills the CUDA context); ``result()`` raises before the pass
     returns anything computed from them. While a CUDA graph is being captured (where reading
@@ -205,8 +206,10 @@ class StepValueCheck:
         self.safe_tokens = tokens
         self._vocab_size, self._tau, self._margin = vocab_size, tau, margin
         self._largest = self._bounds = self._copied = None
-        if tokens.is_cuda and torch.cuda.is_current_stream_capturing():
-            return
+        if tokens.is_cuda:
+            with torch.cuda.device(tokens.device):  # the tokens' device's stream, whichever device is current
+                if torch.cuda.is_current_stream_capturing():
+                    return
         with torch.no_grad():  # max |logit| of each layer (NaN and inf propagate); the ids' range
             self._largest = torch.stack(torch._foreach_norm(mask_logits, float("inf")))
             self._bounds = torch.stack(torch.aminmax(tokens))
@@ -214,7 +217,7 @@ class StepValueCheck:
                 self._largest = self._largest.to("cpu", non_blocking=True)
                 self._bounds = self._bounds.to("cpu", non_blocking=True)
                 self._copied = torch.cuda.Event()
-                self._copied.record()
+                self._copied.record(torch.cuda.current_stream(tokens.device))  # where the copies were queued
                 self.safe_tokens = tokens.clamp(0, vocab_size - 1)
         if self._copied is None:
             self.result()

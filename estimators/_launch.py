@@ -47,7 +47,6 @@ _compiled: dict[tuple, tuple] = {}
 # (id(kernel), device, argument values, keyword arguments) -> (kernel, compiled kernel, constexprs' values)
 _recent: dict[tuple, tuple] = {}
 RECENT_LIMIT = 4096
-_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
 def argument_key(value) -> tuple:
@@ -84,7 +83,7 @@ def _values_key(args: tuple) -> tuple:
         value
         if type(value) is int
         else (value.dtype, value.data_ptr() & 15)
-        if type(value) in _TENSOR_TYPES
+        if isinstance(value, torch.Tensor)  # every tensor so: argument_key's (dtype, aligned) would equal (dtype, 0 or 1)
         else argument_key(value)
         for value in args
     )

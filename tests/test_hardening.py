@@ -254,6 +254,21 @@ def test_on_cuda_bad_values_raise_before_the_forward_returns_and_the_device_live
     torch.testing.assert_close(again, good, rtol=0, atol=0)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_on_a_second_cuda_device_a_bad_id_raises_while_the_first_is_current():
+    """The checks' event must be recorded on the tokens' device's stream, not the current device's."""
+    config = CONFIGS["tiny"]
+    model = estimators.build_model(config, device="cuda:1")
+    tokens = random_tokens(config, 2, 0).to("cuda:1")
+    tokens[0, 1] = config.vocab_size
+    assert torch.cuda.current_device() == 0
+    for _ in range(3):  # later passes would find an earlier pass's valid bounds in recycled pinned buffers
+        model(random_tokens(config, 2, 0).to("cuda:1"), estimator="ste", implementation="fused", seed=0)
+        with pytest.raises(ValueError, match=r"token ids must lie in \[0, "):
+            model(tokens, estimator="ste", implementation="fused", seed=0)
+
+
 # Double backward: supported where the autograd graph is torch's, refused by fused.
 def test_fused_refuses_double_backward_and_bmm_supports_it():
     model = estimators.build_model(CONFIGS["tiny"])

@@ -131,7 +131,13 @@ def test_value_keys_determine_the_specialisation_keys():
     """Launches that share a value key share Triton's specialisation: the value-keyed table is safe to look up first."""
     from estimators._launch import _arguments_key, _values_key
 
-    arguments = _launch_arguments() + [torch.nn.Parameter(torch.zeros(3)), torch.zeros(64)[2:], torch.zeros(64)[4:]]
+    class Subclass(torch.Tensor):
+        pass
+
+    storage = torch.zeros(64)
+    arguments = _launch_arguments() + [torch.nn.Parameter(torch.zeros(3)), storage[2:], storage[4:]]
+    # Tensor subclasses, aligned and not, beside plain tensors (a key of (dtype, aligned) would equal (dtype, 0 or 1)).
+    arguments += [storage.as_subclass(Subclass), storage[1:].as_subclass(Subclass), storage.to(torch.uint8)[1:]]
     specialisation_of = {}
     for value in arguments:
         seen = specialisation_of.setdefault(_values_key((value,)), _arguments_key((value,)))

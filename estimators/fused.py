@@ -30,6 +30,8 @@ run as "tf32x3" (fp32 accuracy), or as TF32 where
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
@@ -71,6 +73,76 @@ def fused_linear(x: torch.Tensor, layer, draw) -> torch.Tensor:
         return _FusedStochasticLinear.apply(x, *arguments[1:])
 
 
+def fused_linears(x: torch.Tensor, layers, draw) -> torch.Tensor | None:
+    """Several stochastic layers of one input as one layer: y = [y_1, ..., y_n] along the last axis, or None.
+
+    y_j = x_b (W_j * m_jb)^T + bias_j for every layer j, computed as one layer whose weight is the
+    layers' weights stacked along ``out`` (and so their biases, logits and masks): one autograd node,
+    one launch for the forward and three for the backward, in place of n of each. The math is
+    ``fused_linear``'s for each layer; only the host's work shrinks (an eager step's cost, see
+    docs/PERFORMANCE.md). It runs where that needs no other kernel: where the kernels run, the
+    estimator's backward needs no per-sample noise (not ``gumbel``, ``gumbel_rao``), and the layers'
+    masks were drawn ahead side by side (``draw.drawn`` from ``sampler.draw_bits_by_layer``, each
+    layer's mask a whole number of bytes) for layers of one shape, dtype and codebook, with biases.
+    Elsewhere it returns None, and the caller applies the layers one by one.
+
+    Args:
+        x: activations ``[B, T, in]``, the input of every layer.
+        layers: ``StochasticLinear`` layers with consecutive masks in ``draw.drawn``.
+        draw: the forward pass's ``MaskDraw``.
+
+    Returns:
+        y ``[B, T, n * out]`` (``y.split(out, -1)`` is each layer's output, as ``fused_linear``'s), or None.
+
+    Example::
+
+        >>> y = fused_linears(x, (attn.q, attn.k, attn.v), draw)
+        >>> q, k, v = y.split(attn.q.weight.shape[0], -1) if y is not None else (l(x, draw) for l in layers)
+    """
+    kernels = _backend.triton_kernels(x.device)
+    if kernels is None or draw.estimator in kernels.NOISE_ESTIMATORS:
+        return None
+    masks = _side_by_side_masks(layers, draw)
+    if masks is None:
+        return None
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        x = x.to(torch.get_autocast_dtype(device_type))
+    return _FusedStochasticLinears.apply(
+        x,
+        masks,
+        layers[0].codes,
+        draw,
+        *(tensor for layer in layers for tensor in (layer.weight, layer.bias, layer.logits)),
+    )
+
+
+def _side_by_side_masks(layers, draw) -> torch.Tensor | None:
+    """The layers' packed masks as those of one layer with their weights stacked: uint8 ``[B, n * bytes]``
+    (a view; None unless ``fused_linears``' conditions hold)."""
+    first = layers[0]
+    shape, dtype = first.weight.shape, first.weight.dtype
+    views = [draw.drawn.get(layer.param_id) for layer in layers]
+    if views[0] is None or views[0].shape[1] * 8 != shape.numel():  # a mask must end on a byte's end
+        return None
+    stride, start, size = views[0].stride(0), views[0].data_ptr(), views[0].shape[1]
+    for position, (layer, view) in enumerate(zip(layers, views, strict=True)):
+        if (
+            view is None
+            or view.stride(0) != stride
+            or view.data_ptr() != start + position * size
+            or layer.logits.shape[-1] != 2
+            or layer.weight.shape != shape
+            or layer.weight.dtype != dtype
+            or layer.bias is None
+            or layer.bias.dtype != first.bias.dtype
+            or layer.logits.dtype != first.logits.dtype
+            or layer.codes != first.codes
+        ):
+            return None
+    return views[0].as_strided((views[0].shape[0], len(layers) * size), (stride, 1))
+
+
 def _dot_precision(kernels) -> str:
     """The fp32 dot product's precision: TF32 where torch's TF32 switch is on, else the kernels' fp32-accurate one."""
     return "tf32" if torch.backends.cuda.matmul.allow_tf32 else kernels.DOT_PRECISION
@@ -110,6 +182,41 @@ class _FusedStochasticLinear(torch.autograd.Function):
         backward = _kernel_backward if ctx.kernels is not None else _chunked_backward
         dx, dw, dbias, dlogits = backward(ctx, dy, need_x, need_w, need_bias, need_logits)
         return dx, dw, dbias, dlogits, None, None, None, None
+
+
+class _FusedStochasticLinears(torch.autograd.Function):
+    """``fused_linears``' node: the layers' parameters stacked along ``out``, then ``_kernel_backward``'s math."""
+
+    @staticmethod
+    def forward(ctx, x, masks, codes, draw, *parameters):
+        x = x.contiguous()
+        kernels = _backend.triton_kernels(x.device)
+        weight, bias, logits = (torch.cat(parameters[kind::3]) for kind in range(3))
+        ctx.precision = _dot_precision(kernels)
+        y = kernels.masked_linear(x, weight, masks, codes, bias, precision=ctx.precision)
+        ctx.kernels, ctx.codes, ctx.param_id, ctx.draw = kernels, codes, None, draw  # no noise: no param_id
+        ctx.rows = parameters[0].shape[0]
+        ctx.save_for_backward(x, weight, bias, logits, None, masks)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "implementation 'fused' does not support double backward (create_graph=True); "
+                "use 'bmm', 'einsum', 'vmap' or 'loop' for second derivatives"
+            )
+        dy = dy.contiguous()
+        wanted = ctx.needs_input_grad[4:]
+        need_w, need_bias, need_logits = (any(wanted[kind::3]) for kind in range(3))
+        dx, dw, dbias, dlogits = _kernel_backward(ctx, dy, ctx.needs_input_grad[0], need_w, need_bias, need_logits)
+        layers = len(wanted) // 3
+        stacked = [(None,) * layers if g is None else g.split(ctx.rows) for g in (dw, dbias, dlogits)]
+        per_layer = (
+            stacked[kind][layer] if wanted[3 * layer + kind] else None
+            for layer, kind in itertools.product(range(layers), range(3))
+        )
+        return dx, None, None, None, *per_layer  # each a view of its layer's rows of a stacked gradient
 
 
 def _chunks(batch: int):

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _checks, implementations, sampler
+from . import _checks, fused, implementations, sampler
 from .config import PRESETS, ModelConfig
 from .gradients import ESTIMATOR_FUNCTIONS, ESTIMATORS
 from .implementations import FLOOR, IMPLEMENTATIONS, MaskDraw
@@ -54,10 +54,35 @@ class CausalSelfAttention(nn.Module):
         def heads(y):
             return y.view(batch, time, self.n_head, width // self.n_head).transpose(1, 2)
 
-        y = F.scaled_dot_product_attention(
-            heads(self.q(x, draw)), heads(self.k(x, draw)), heads(self.v(x, draw)), is_causal=True
-        )
+        q, k, v = self._query_key_value(x, draw)
+        y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=True)
         return self.o(y.transpose(1, 2).reshape(batch, time, width), draw)
+
+    def _query_key_value(self, x: torch.Tensor, draw: MaskDraw):
+        """q, k, v of x: for ``fused``, one layer of the three stacked where it can (``fused.fused_linears``:
+        the same values, a third of the host's work) and no hook would be skipped; else module by module."""
+        layers = (self.q, self.k, self.v)
+        if draw.implementation == "fused" and all(map(_calls_only_its_forward, layers)):
+            stacked = fused.fused_linears(x, layers, draw)
+            if stacked is not None:
+                return stacked.split(self.q.weight.shape[0], -1)
+        return tuple(layer(x, draw) for layer in layers)
+
+
+def _calls_only_its_forward(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs ``StochasticLinear.forward`` and nothing else: no subclass's forward, and
+    no hook of its own or global (what ``nn.Module.__call__`` checks)."""
+    hooks = nn.modules.module
+    return type(module).forward is StochasticLinear.forward and not (
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        or hooks._global_forward_hooks
+        or hooks._global_forward_pre_hooks
+        or hooks._global_backward_hooks
+        or hooks._global_backward_pre_hooks
+    )
 
 
 class Block(nn.Module):

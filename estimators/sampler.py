@@ -131,7 +131,9 @@ def draw_bits_by_layer(layers: Sequence, seed: noise.Seed, samples: range, table
     """``draw_bits`` of many layers at once where the Triton kernels run: {param_id: uint8 [B, ceil(W / 8)]}.
 
     Layers whose logits share a shape and dtype (K = 2, contiguous) are drawn in one kernel launch,
-    which reads each layer's logits through a table of their addresses on the device. The tables are
+    which reads each layer's logits through a table of their addresses on the device. Each layer's
+    masks are a view ``[B, bytes]`` of the group's ``[B, layers, bytes]``, in which a sample's masks of
+    consecutive layers (in ``layers``' order) are adjacent. The tables are
     kept in ``tables`` (the caller's: it must outlive every CUDA graph that replays the launch) under
     the logits' current addresses. Returns {} where the kernels do not run (the CPU draws layer by
     layer), and leaves out a group whose table would have to be built while a CUDA graph is being
@@ -165,5 +167,5 @@ def draw_bits_by_layer(layers: Sequence, seed: noise.Seed, samples: range, table
                 continue
             table = tables[key] = tuple(torch.tensor(column, dtype=torch.int64, device=device) for column in key[1:])
         bits = kernels.sample_bits_layers(*table, group[0].logits.detach(), seed, samples)
-        drawn.update((layer.param_id, bits[index]) for index, layer in enumerate(group))
+        drawn.update((layer.param_id, bits[:, index]) for index, layer in enumerate(group))
     return drawn

@@ -191,8 +191,7 @@ def _sample_bits_layers_kernel(
     seed_low,  # an int seed's low and high 32 bits (when not SEED_ON_DEVICE)
     seed_high,
     first_sample,
-    out_ptr,  # uint8 [layers, batch, n_bytes]
-    batch,
+    out_ptr,  # uint8 [batch, layers, n_bytes]: a sample's masks of every layer side by side
     n_weights,
     n_bytes,
     LOGITS_DTYPE: tl.constexpr,
@@ -211,7 +210,7 @@ def _sample_bits_layers_kernel(
     byte = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ka, kb = _sample_keys(param_key, first_sample, b)
     packed = _packed_sample_bits(logits_ptr, byte, ka, kb, n_weights, BLOCK)
-    out = out_ptr + (layer.to(tl.int64) * batch + b) * n_bytes + byte
+    out = out_ptr + (b.to(tl.int64) * tl.num_programs(2) + layer) * n_bytes + byte
     tl.store(out, packed.to(tl.uint8), mask=byte < n_bytes)
 
 
@@ -227,14 +226,14 @@ def _masked_matmul_kernel(
     # serves the forward (W^T) and the input gradient (W).
     a_ptr,  # [batch, time, reduce_dim]: x in the forward, dy in the input gradient
     weight_ptr,  # W [out, in] or a copy of W^T: operand element (k, n) at k * stride_wk + n * stride_wn
-    mask_bits_ptr,  # uint8 [batch, mask_bytes]: sample b's K = 2 mask bits, 8 weights a byte
+    mask_bits_ptr,  # uint8, sample b's K = 2 mask bits (8 weights a byte) from b * mask_stride on
     bias_ptr,  # [n_cols] (read only when HAS_BIAS)
     c_ptr,  # [batch, time, n_cols]: the output
     # Sizes.
     time,
     n_cols,
     reduce_dim,
-    mask_bytes,
+    mask_stride,
     # Strides, in elements.
     stride_ab,
     stride_at,
@@ -262,7 +261,7 @@ def _masked_matmul_kernel(
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     a_base = a_ptr + b.to(tl.int64) * stride_ab
-    bits_base = mask_bits_ptr + b.to(tl.int64) * mask_bytes
+    bits_base = mask_bits_ptr + b.to(tl.int64) * mask_stride
     acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, reduce_dim, BLOCK_K):
         kk = k0 + offs_k
@@ -317,7 +316,7 @@ def _masked_weight_grad_kernel(
     # Operands. Shapes in [brackets]; (lhs, rhs) = (dy, x), or (x, dy) where LHS_IS_X.
     lhs_ptr,  # [batch, time, rows]
     rhs_ptr,  # [batch, time, cols]
-    mask_bits_ptr,  # uint8 [batch, mask_bytes]: sample b's K = 2 mask bits
+    mask_bits_ptr,  # uint8, sample b's K = 2 mask bits from b * mask_stride on
     logits_ptr,  # [out_features, in_features, 2] (read only when NOISE is an estimator's code)
     out_ptr,  # fp32 [splits, 3, out_features, in_features]: the partial sums, one plane each
     # The noise of sample first_sample + b (read only when NOISE is an estimator's code): see _param_key.
@@ -329,7 +328,7 @@ def _masked_weight_grad_kernel(
     time,
     rows,
     cols,
-    mask_bytes,
+    mask_stride,
     samples_per_split,
     # Strides, in elements.
     stride_lb,
@@ -399,7 +398,7 @@ def _masked_weight_grad_kernel(
         )
         g = tl.dot(lhs, rhs, g, input_precision=PRECISION)
         if t0 + BLOCK_T >= time:  # g is this sample's G_b (or G_b^T): fold it into the sums
-            chosen = _mask_bit(mask_bits_ptr + b64 * mask_bytes, weight, tile_mask) != 0
+            chosen = _mask_bit(mask_bits_ptr + b64 * mask_stride, weight, tile_mask) != 0
             sum_all += g
             sum_set += tl.where(chosen, g, 0.0)
             if NOISE == GUMBEL_SOFTMAX:
@@ -637,7 +636,7 @@ LAYER_LOGITS_DTYPES = {
 def sample_bits_layers(
     logits_table: torch.Tensor, params: torch.Tensor, like: torch.Tensor, seed, samples: range
 ) -> torch.Tensor:
-    """uint8 [layers, B, ceil(W / 8)]: ``sample_bits`` of several layers' logits of one shape, in one launch.
+    """uint8 [B, layers, ceil(W / 8)]: ``sample_bits`` of several layers' logits of one shape, in one launch.
 
     Args:
         logits_table: int64 ``[layers]`` on the device: the address of each layer's contiguous logits
@@ -647,11 +646,14 @@ def sample_bits_layers(
         seed: as ``uniform``. samples: a range of consecutive sample indices.
 
     Returns:
-        the layers' packed masks, layer by layer: ``out[l]`` is ``sample_bits(logits_l, seed, params[l], samples)``.
+        the layers' packed masks, sample by sample: ``out[:, l]`` is
+        ``sample_bits(logits_l, seed, params[l], samples)``.
+        A sample's masks of consecutive layers are adjacent, so where W is a multiple of 8 they are the
+        masks of those layers' weights stacked along ``out`` (``fused.fused_linears`` reads them so).
     """
     n_weights = like.numel() // 2
     mask_bytes = _cdiv(n_weights, 8)
-    out = torch.empty(len(params), len(samples), mask_bytes, dtype=torch.uint8, device=like.device)
+    out = torch.empty(len(samples), len(params), mask_bytes, dtype=torch.uint8, device=like.device)
     grid = (_cdiv(mask_bytes, SAMPLER_BLOCK // 8), len(samples), len(params))
     on_device = isinstance(seed, torch.Tensor)
     seed_value = 0 if on_device else seed
@@ -665,7 +667,6 @@ def sample_bits_layers(
         seed_value >> 32,
         samples.start,
         out,
-        len(samples),
         n_weights,
         mask_bytes,
         LOGITS_DTYPE=LAYER_LOGITS_DTYPES[like.dtype],
@@ -673,6 +674,17 @@ def sample_bits_layers(
         BLOCK=SAMPLER_BLOCK // 8,
     )
     return out
+
+
+def _sample_stride(mask_bits: torch.Tensor) -> int:
+    """The bytes from one sample's mask bits to the next's: packed bits ``[B, bytes]``, each sample's contiguous
+    (a view of one layer's in ``sample_bits_layers``' output, or several adjacent layers')."""
+    if mask_bits.dim() != 2 or (mask_bits.stride(1) != 1 and mask_bits.shape[1] > 1):
+        raise ValueError(
+            f"mask_bits must be uint8 [batch, bytes] with each sample's bytes contiguous, "
+            f"got shape {tuple(mask_bits.shape)} and strides {mask_bits.stride()}"
+        )
+    return mask_bits.stride(0)
 
 
 def _tiles_for(dtype: torch.dtype, fp32_tiles: dict, tiles_16bit: dict) -> dict:
@@ -710,7 +722,7 @@ def _masked_matmul(a, weight, mask_bits, codes, bias, transpose_weight: bool, ti
         time,
         n_cols,
         reduce_dim,
-        mask_bits.shape[1],
+        _sample_stride(mask_bits),
         *a.stride(),
         stride_wn,
         stride_wk,
@@ -808,7 +820,7 @@ def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, targ
         time,
         rows,
         cols,
-        mask_bits.shape[1],
+        _sample_stride(mask_bits),
         per_split,
         *lhs.stride(),
         *rhs.stride(),

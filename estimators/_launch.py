@@ -79,11 +79,13 @@ def _arguments_key(args: tuple) -> tuple:
 def _values_key(args: tuple) -> tuple:
     """The arguments as ``_recent`` keys them: ints by value, tensors by dtype and address modulo 16,
     anything else by ``argument_key``. Equal value keys have equal ``_arguments_key``."""
+    # Every tensor by (dtype, address mod 16), subclasses too: argument_key's (dtype, aligned) would equal
+    # (dtype, 0 or 1).
     return tuple(
         value
         if type(value) is int
         else (value.dtype, value.data_ptr() & 15)
-        if isinstance(value, torch.Tensor)  # every tensor so: argument_key's (dtype, aligned) would equal (dtype, 0 or 1)
+        if isinstance(value, torch.Tensor)
         else argument_key(value)
         for value in args
     )

@@ -111,7 +111,7 @@ class StochasticTransformer(nn.Module):
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         # Listed once: the forward checks their logits every call (a plain tuple: not registered twice).
         self._stochastic = tuple(m for m in self.modules() if isinstance(m, StochasticLinear))
-        self._mask_tables = {}  # sampler.draw_bits_by_layer's device tables: as long-lived as the model
+        self._mask_tables = {}  # device tables of the logits' addresses (draw_bits_by_layer, StepValueCheck)
 
     def stochastic_layers(self) -> list[StochasticLinear]:
         """The model's ``StochasticLinear`` layers, as built (listed once; replacing one later is not seen)."""
@@ -187,7 +187,7 @@ class StochasticTransformer(nn.Module):
         implementations.check_batch(implementation, batch)
         margin = _checks.tau_scale_margin(ESTIMATOR_FUNCTIONS[estimator].needs_uniform, self.config.num_categories)
         values = _checks.StepValueCheck(
-            tokens, self.config.vocab_size, [layer.logits for layer in self._stochastic], tau, margin
+            tokens, self.config.vocab_size, [layer.logits for layer in self._stochastic], tau, margin, self._mask_tables
         )
 
         samples = range(sample_offset, sample_offset + batch)

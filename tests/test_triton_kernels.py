@@ -405,3 +405,40 @@ def test_fused_runs_the_hooks_of_query_key_value(monkeypatch):
         stacked.clear()
         _fused_step(model, tokens, "ste")
     assert stacked == []
+
+
+@needs_kernels
+@pytest.mark.parametrize("bad", ["none", "nan", "-inf"])
+@pytest.mark.parametrize("token_dtype", [torch.int64, torch.int32])
+def test_step_values_reduces_the_logits_and_the_ids_and_clamps_the_ids(bad, token_dtype):
+    """triton_kernels.step_values: max |logit| over layers of other sizes (NaN and inf kept), the ids' min and max
+    (more ids than a block), and the ids clamped into the vocabulary."""
+    generator = torch.Generator().manual_seed(0)
+    layers = [torch.randn(shape, generator=generator) for shape in [(7, 5, 2), (300, 40, 2), (3, 3, 2)]]
+    layers[1][5, 3, 1] = -17.5  # the largest magnitude, negative
+    if bad != "none":
+        layers[0][1, 1, 0] = float(bad)
+    layers = [layer.to(KERNEL_DEVICE) for layer in layers]
+    table = torch.tensor([layer.data_ptr() for layer in layers], device=KERNEL_DEVICE)
+    numels = torch.tensor([layer.numel() for layer in layers], device=KERNEL_DEVICE)
+    tokens = torch.randint(0, 50, (3, 3000), generator=generator)
+    tokens[2, 2999], tokens[0, 0] = -4, 77
+    safe, values = _kernels().step_values(
+        tokens.to(token_dtype).to(KERNEL_DEVICE), 50, table, numels, torch.float32, max(numels.tolist())
+    )
+    assert safe.dtype == token_dtype and torch.equal(safe.cpu().long(), tokens.clamp(0, 49))
+    values = values.cpu()
+    largest = values[:-1, :, 0].max().to(torch.int32).view(torch.float32).item()
+    want = {"none": 17.5, "nan": float("nan"), "-inf": float("inf")}[bad]
+    assert largest == want or (np.isnan(want) and np.isnan(largest))
+    assert (values[-1, :, 0].min().item(), values[-1, :, 1].max().item()) == (-4, 77)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the forward's value checks launch a kernel on CUDA only")
+def test_on_cuda_the_forwards_value_checks_are_one_kernel():
+    """The model's StepValueCheck takes triton_kernels.step_values (its table kept with the model's)."""
+    model = estimators.build_model(CONFIGS["tiny"], device="cuda")
+    tokens = torch.randint(0, CONFIGS["tiny"].vocab_size, (2, 8), device="cuda")
+    model(tokens, estimator="ste", implementation="bmm", seed=0)
+    assert [key for key in model._mask_tables if key[0] == "step_values"], "no step_values table: the torch ops ran"

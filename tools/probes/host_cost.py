@@ -77,7 +77,7 @@ def launches_per_step(step, steps: int = 3) -> float:
 class _Unchecked:
     """``_checks.StepValueCheck`` that checks nothing."""
 
-    def __init__(self, tokens, *args):
+    def __init__(self, tokens, *args, **kwargs):
         self.safe_tokens = tokens
 
     def result(self):

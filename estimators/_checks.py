@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import operator
@@ -200,8 +201,8 @@ class StepValueCheck:
         mask_logits: every stochastic layer's logits.
         tau: the estimator's temperature.
         margin: its noise's ``tau_scale_margin``.
-        tables: a cache of device tables of the logits' addresses (the caller's, kept as long as the
-            logits; None: the torch ops).
+        tables: a dict the caller keeps (the model's mask tables), in which the latest device table of the
+            logits' addresses is kept under ``"step_values"``; None: the torch ops.
 
     Example::
 
@@ -222,25 +223,27 @@ class StepValueCheck:
         self.safe_tokens = tokens
         self._vocab_size, self._tau, self._margin = vocab_size, tau, margin
         self._reductions = self._copied = None
-        if tokens.is_cuda:
-            with torch.cuda.device(tokens.device):  # the tokens' device's stream, whichever device is current
-                if torch.cuda.is_current_stream_capturing():
-                    return
-        with torch.no_grad():
-            launched = _step_values_launch(tokens, vocab_size, mask_logits, tables) if tokens.is_cuda else None
-            if launched is not None:
-                self.safe_tokens, self._reductions = launched
-            else:  # max |logit| of each layer (NaN and inf propagate); the ids' range
-                largest = torch.stack(torch._foreach_norm(mask_logits, float("inf")))
-                self._reductions = (largest, torch.stack(torch.aminmax(tokens)))
-            if tokens.is_cuda:  # a non-blocking copy to the CPU lands in pinned memory
-                self._reductions = _to_host(self._reductions)
-                self._copied = torch.cuda.Event()
-                self._copied.record(torch.cuda.current_stream(tokens.device))  # where the copies were queued
-                if launched is None:
-                    self.safe_tokens = tokens.clamp(0, vocab_size - 1)
-        if self._copied is None:
+        # On CUDA, the tokens' device's stream (and kernels' launches), whichever device is current.
+        with torch.cuda.device(tokens.device) if tokens.is_cuda else contextlib.nullcontext(), torch.no_grad():
+            if not (tokens.is_cuda and torch.cuda.is_current_stream_capturing()):
+                self._queue(tokens, vocab_size, mask_logits, tables)
+        if self._reductions is not None and self._copied is None:
             self.result()
+
+    def _queue(self, tokens, vocab_size, mask_logits, tables) -> None:
+        """Queue the reductions (and, on CUDA, their copies to the host and the clamped ids)."""
+        launched = _step_values_launch(tokens, vocab_size, mask_logits, tables) if tokens.is_cuda else None
+        if launched is not None:
+            self.safe_tokens, self._reductions = launched
+        else:  # max |logit| of each layer (NaN and inf propagate); the ids' range
+            largest = torch.stack(torch._foreach_norm(mask_logits, float("inf")))
+            self._reductions = (largest, torch.stack(torch.aminmax(tokens)))
+        if tokens.is_cuda:  # a non-blocking copy to the CPU lands in pinned memory
+            self._reductions = _to_host(self._reductions)
+            self._copied = torch.cuda.Event()
+            self._copied.record(torch.cuda.current_stream(tokens.device))  # where the copies were queued
+            if launched is None:
+                self.safe_tokens = tokens.clamp(0, vocab_size - 1)
 
     def result(self) -> None:
         """Raise ValueError, naming the bad value, unless every checked value is valid."""
@@ -263,16 +266,19 @@ def _step_values_launch(tokens, vocab_size, mask_logits, tables):
     if (
         kernels is None
         or dtype not in kernels.STEP_VALUES_LOGITS_DTYPES
-        or not all(logits.dtype == dtype and logits.is_contiguous() for logits in mask_logits)
+        or not all(
+            logits.dtype == dtype and logits.is_contiguous() and logits.device == tokens.device
+            for logits in mask_logits
+        )
     ):
         return None
     addresses, numels = tuple(logits.data_ptr() for logits in mask_logits), tuple(map(torch.numel, mask_logits))
-    key = ("step_values", tokens.device, addresses, numels)
-    table = tables.get(key)
-    if table is None:
+    key = (tokens.device, addresses, numels)
+    kept = tables.get("step_values")  # only the latest: new addresses (new parameters) replace it
+    if kept is None or kept[0] != key:
         columns = (torch.tensor(column, dtype=torch.int64, device=tokens.device) for column in (addresses, numels))
-        table = tables[key] = (*columns, max(numels))
-    logits_table, numels, largest = table
+        kept = tables["step_values"] = (key, (*columns, max(numels)))
+    logits_table, numels, largest = kept[1]
     return kernels.step_values(tokens, vocab_size, logits_table, numels, dtype, largest)
 
 

@@ -77,10 +77,12 @@ def fused_linears(x: torch.Tensor, layers, draw) -> torch.Tensor | None:
     """Several stochastic layers of one input as one layer: y = [y_1, ..., y_n] along the last axis, or None.
 
     y_j = x_b (W_j * m_jb)^T + bias_j for every layer j, computed as one layer whose weight is the
-    layers' weights stacked along ``out`` (and so their biases, logits and masks): one autograd node,
-    one launch for the forward and three for the backward, in place of n of each. The math is
-    ``fused_linear``'s for each layer; only the host's work shrinks (an eager step's cost, see
-    docs/PERFORMANCE.md). It runs where that needs no other kernel: where the kernels run, the
+    layers' weights stacked along ``out`` (and so their biases, masks and, in the backward, logits):
+    one autograd node, one masked-matmul launch in the forward (after two concatenations) and three
+    kernel launches in the backward, in place of n of each. The math is ``fused_linear``'s for each
+    layer; only the host's work shrinks (an eager step's cost, see docs/PERFORMANCE.md). The
+    parameters' gradients are views of one stacked gradient each (a layer's ``.grad`` shares its
+    storage with the others'). It runs where that needs no other kernel: where the kernels run, the
     estimator's backward needs no per-sample noise (not ``gumbel``, ``gumbel_rao``), and the layers'
     masks were drawn ahead side by side (``draw.drawn`` from ``sampler.draw_bits_by_layer``, each
     layer's mask a whole number of bytes) for layers of one shape, dtype and codebook, with biases.
@@ -96,8 +98,9 @@ def fused_linears(x: torch.Tensor, layers, draw) -> torch.Tensor | None:
 
     Example::
 
-        >>> y = fused_linears(x, (attn.q, attn.k, attn.v), draw)
-        >>> q, k, v = y.split(attn.q.weight.shape[0], -1) if y is not None else (l(x, draw) for l in layers)
+        >>> layers = (attention.q, attention.k, attention.v)
+        >>> y = fused_linears(x, layers, draw)
+        >>> q, k, v = y.split(attention.q.weight.shape[0], -1) if y is not None else [l(x, draw) for l in layers]
     """
     kernels = _backend.triton_kernels(x.device)
     if kernels is None or draw.estimator in kernels.NOISE_ESTIMATORS:
@@ -180,23 +183,24 @@ class _FusedStochasticLinear(torch.autograd.Function):
         dy = dy.contiguous()
         need_x, need_w, need_bias, need_logits = ctx.needs_input_grad[:4]
         backward = _kernel_backward if ctx.kernels is not None else _chunked_backward
-        dx, dw, dbias, dlogits = backward(ctx, dy, need_x, need_w, need_bias, need_logits)
+        dx, dw, dbias, dlogits = backward(ctx, dy, ctx.saved_tensors, need_x, need_w, need_bias, need_logits)
         return dx, dw, dbias, dlogits, None, None, None, None
 
 
 class _FusedStochasticLinears(torch.autograd.Function):
-    """``fused_linears``' node: the layers' parameters stacked along ``out``, then ``_kernel_backward``'s math."""
+    """``fused_linears``' node: the layers' weights and biases stacked along ``out`` (their logits too, in the
+    backward where their gradient is wanted), then ``_kernel_backward``'s math."""
 
     @staticmethod
     def forward(ctx, x, masks, codes, draw, *parameters):
         x = x.contiguous()
         kernels = _backend.triton_kernels(x.device)
-        weight, bias, logits = (torch.cat(parameters[kind::3]) for kind in range(3))
+        weight, bias = torch.cat(parameters[0::3]), torch.cat(parameters[1::3])
         ctx.precision = _dot_precision(kernels)
         y = kernels.masked_linear(x, weight, masks, codes, bias, precision=ctx.precision)
         ctx.kernels, ctx.codes, ctx.param_id, ctx.draw = kernels, codes, None, draw  # no noise: no param_id
         ctx.rows = parameters[0].shape[0]
-        ctx.save_for_backward(x, weight, bias, logits, None, masks)
+        ctx.save_for_backward(x, weight, masks, parameters[1], *parameters[2::3])  # a bias: the biases' dtype
         return y
 
     @staticmethod
@@ -209,7 +213,10 @@ class _FusedStochasticLinears(torch.autograd.Function):
         dy = dy.contiguous()
         wanted = ctx.needs_input_grad[4:]
         need_w, need_bias, need_logits = (any(wanted[kind::3]) for kind in range(3))
-        dx, dw, dbias, dlogits = _kernel_backward(ctx, dy, ctx.needs_input_grad[0], need_w, need_bias, need_logits)
+        x, weight, masks, bias, *logits = ctx.saved_tensors
+        logits = torch.cat(logits) if need_logits else logits[0]  # unread where no logit gradient is wanted
+        tensors, need_x = (x, weight, bias, logits, None, masks), ctx.needs_input_grad[0]
+        dx, dw, dbias, dlogits = _kernel_backward(ctx, dy, tensors, need_x, need_w, need_bias, need_logits)
         layers = len(wanted) // 3
         stacked = [(None,) * layers if g is None else g.split(ctx.rows) for g in (dw, dbias, dlogits)]
         per_layer = (
@@ -239,8 +246,9 @@ def _bias_grad(dy, bias):
     return dy.sum((0, 1), dtype=torch.float32).to(bias.dtype)
 
 
-def _kernel_backward(ctx, dy, need_x, need_w, need_bias, need_logits):
-    x, weight, bias, logits, codebook, bits = ctx.saved_tensors
+def _kernel_backward(ctx, dy, tensors, need_x, need_w, need_bias, need_logits):
+    """dx, dL/dW, dL/dbias, dL/dtheta from the kernels; ``tensors``: (x, W, bias, logits, codebook, mask bits)."""
+    x, weight, bias, logits, codebook, bits = tensors
     draw, kernels = ctx.draw, ctx.kernels
     dx = kernels.masked_linear_input_grad(dy, weight, bits, ctx.codes, precision=ctx.precision) if need_x else None
     dbias = _bias_grad(dy, bias) if need_bias else None
@@ -263,7 +271,7 @@ def _kernel_backward(ctx, dy, need_x, need_w, need_bias, need_logits):
     return dx, dw, dbias, dlogits
 
 
-def _chunked_backward(ctx, dy, need_x, need_w, need_bias, need_logits):
+def _chunked_backward(ctx, dy, tensors, need_x, need_w, need_bias, need_logits):
     """The torch path (CPU; K > 2 anywhere), a few samples at a time, with G_b = dy_b^T x_b:
 
     dL/dW = sum_k c_k S_k and, for estimators whose coefficient a_b depends on the
@@ -274,7 +282,7 @@ def _chunked_backward(ctx, dy, need_x, need_w, need_bias, need_logits):
     (``binary_logit_grad``, from the noise in category-major layout), since category
     0's is its negative, and W * sum_b G_b * a_b takes W out of the sum.
     """
-    x, weight, bias, logits, codebook, index = ctx.saved_tensors
+    x, weight, bias, logits, codebook, index = tensors
     dbias = _bias_grad(dy, bias) if need_bias else None
     draw = ctx.draw
     estimator = ESTIMATOR_FUNCTIONS[draw.estimator]

@@ -7,6 +7,8 @@ LayerNorm and a dense LM head. Output: logits [B, T, vocab].
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -186,24 +188,30 @@ class StochasticTransformer(nn.Module):
             raise ValueError(f"sample_offset must be an int in [0, 2**32 - batch], got {sample_offset!r}") from None
         implementations.check_batch(implementation, batch)
         margin = _checks.tau_scale_margin(ESTIMATOR_FUNCTIONS[estimator].needs_uniform, self.config.num_categories)
-        values = _checks.StepValueCheck(
-            tokens, self.config.vocab_size, [layer.logits for layer in self._stochastic], tau, margin, self._mask_tables
-        )
-
-        samples = range(sample_offset, sample_offset + batch)
-        # fused reads packed masks: on CUDA every layer's are drawn here, in one launch per logits shape.
-        drawn = (
-            sampler.draw_bits_by_layer(self._stochastic, seed, samples, self._mask_tables)
-            if implementation == "fused"
-            else {}
-        )
-        draw = MaskDraw(estimator, implementation, tau, seed, samples, drawn)
-        positions = torch.arange(time, device=tokens.device)
-        x = self.token_embedding(values.safe_tokens) + self.position_embedding(positions)
-        for block in self.blocks:
-            x = block(x, draw)
-        logits = self.head(self.ln_final(x))
-        values.result()  # on CUDA, read only now: the host did not wait for the device to reach the checks
+        # Triton launches on the current CUDA device: make it the model's (the backward's are the engine's).
+        with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+            values = _checks.StepValueCheck(
+                tokens,
+                self.config.vocab_size,
+                [layer.logits for layer in self._stochastic],
+                tau,
+                margin,
+                self._mask_tables,
+            )
+            samples = range(sample_offset, sample_offset + batch)
+            # fused reads packed masks: on CUDA every layer's are drawn here, in one launch per logits shape.
+            drawn = (
+                sampler.draw_bits_by_layer(self._stochastic, seed, samples, self._mask_tables)
+                if implementation == "fused"
+                else {}
+            )
+            draw = MaskDraw(estimator, implementation, tau, seed, samples, drawn)
+            positions = torch.arange(time, device=tokens.device)
+            x = self.token_embedding(values.safe_tokens) + self.position_embedding(positions)
+            for block in self.blocks:
+                x = block(x, draw)
+            logits = self.head(self.ln_final(x))
+            values.result()  # on CUDA, read only now: the host did not wait for the device to reach the checks
         return logits
 
 

@@ -236,7 +236,7 @@ def _step_values_kernel(
     """
     i = tl.program_id(0)
     row = tl.program_id(1)
-    offs = i * BLOCK + tl.arange(0, BLOCK)
+    offs = i.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     slot = out_ptr + (row.to(tl.int64) * tl.num_programs(0) + i) * 2
     if row < tl.num_programs(1) - 1:
         logits_ptr = tl.load(logits_table_ptr + row).to(tl.pointer_type(LOGITS_DTYPE))
@@ -765,10 +765,10 @@ def sample_bits_layers(
 def _sample_stride(mask_bits: torch.Tensor) -> int:
     """The bytes from one sample's mask bits to the next's: packed bits ``[B, bytes]``, each sample's contiguous
     (a view of one layer's in ``sample_bits_layers``' output, or several adjacent layers')."""
-    if mask_bits.dim() != 2 or (mask_bits.stride(1) != 1 and mask_bits.shape[1] > 1):
+    if mask_bits.dtype != torch.uint8 or mask_bits.dim() != 2 or (mask_bits.stride(1) != 1 and mask_bits.shape[1] > 1):
         raise ValueError(
-            f"mask_bits must be uint8 [batch, bytes] with each sample's bytes contiguous, "
-            f"got shape {tuple(mask_bits.shape)} and strides {mask_bits.stride()}"
+            f"mask_bits must be uint8 [batch, bytes] with each sample's bytes contiguous, got {mask_bits.dtype} "
+            f"of shape {tuple(mask_bits.shape)} and strides {mask_bits.stride()}"
         )
     return mask_bits.stride(0)
 

@@ -17,8 +17,10 @@ import pytest
 import torch
 
 import estimators
-from estimators import _backend, fused, noise, sampler
+from estimators import _backend, _checks, fused, noise, sampler
+from estimators.config import ModelConfig
 from estimators.gradients import ESTIMATOR_FUNCTIONS, sample_index
+from estimators.implementations import MaskDraw
 
 from conftest import CONFIGS
 
@@ -375,6 +377,8 @@ def test_fused_applies_query_key_value_as_one_stacked_layer(monkeypatch, estimat
     monkeypatch.setattr(fused, "fused_linears", lambda *a: results.append(stacking(*a)) or results[-1])
     logits, grads = _fused_step(model, tokens, estimator, autocast_dtype)
     assert len(results) == 1 and (results[0] is not None) == stacked  # odd-k2: one block
+    if not stacked:
+        return
     monkeypatch.setattr(fused, "fused_linears", lambda *a: None)  # layer by layer
     want_logits, want_grads = _fused_step(model, tokens, estimator, autocast_dtype)
     tolerance = 1e-5 if autocast_dtype is None else 1e-2
@@ -427,18 +431,58 @@ def test_step_values_reduces_the_logits_and_the_ids_and_clamps_the_ids(bad, toke
         tokens.to(token_dtype).to(KERNEL_DEVICE), 50, table, numels, torch.float32, max(numels.tolist())
     )
     assert safe.dtype == token_dtype and torch.equal(safe.cpu().long(), tokens.clamp(0, 49))
-    values = values.cpu()
-    largest = values[:-1, :, 0].max().to(torch.int32).view(torch.float32).item()
+    largest, low, high = _checks._read_reductions(values.cpu())  # as StepValueCheck.result reads them
     want = {"none": 17.5, "nan": float("nan"), "-inf": float("inf")}[bad]
     assert largest == want or (np.isnan(want) and np.isnan(largest))
-    assert (values[-1, :, 0].min().item(), values[-1, :, 1].max().item()) == (-4, 77)
+    assert (low, high) == (-4, 77)
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the forward's value checks launch a kernel on CUDA only")
-def test_on_cuda_the_forwards_value_checks_are_one_kernel():
-    """The model's StepValueCheck takes triton_kernels.step_values (its table kept with the model's)."""
+def test_on_cuda_the_forwards_value_checks_are_one_kernel(monkeypatch):
+    """The model's StepValueCheck takes triton_kernels.step_values, whose values it reads."""
     model = estimators.build_model(CONFIGS["tiny"], device="cuda")
     tokens = torch.randint(0, CONFIGS["tiny"].vocab_size, (2, 8), device="cuda")
+    launches = []
+    step_values = _kernels().step_values
+    monkeypatch.setattr(_kernels(), "step_values", lambda *args: launches.append(1) or step_values(*args))
     model(tokens, estimator="ste", implementation="bmm", seed=0)
-    assert [key for key in model._mask_tables if key[0] == "step_values"], "no step_values table: the torch ops ran"
+    assert launches == [1]
+    tokens[1, 3] = CONFIGS["tiny"].vocab_size
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, "):
+        model(tokens, estimator="ste", implementation="bmm", seed=0)
+    assert launches == [1, 1]
+
+
+@needs_kernels
+def test_masks_side_by_side_are_one_stacked_layers_and_others_are_refused():
+    """fused._side_by_side_masks: the masks of layers adjacent in draw_bits_by_layer's output, as one layer's; None
+    for layers out of order or apart, a missing mask, and masks that do not end on a byte's end."""
+    model = estimators.build_model(CONFIGS["tiny"], device=KERNEL_DEVICE, seed=3)
+    samples = range(5, 8)
+    drawn = sampler.draw_bits_by_layer(model.stochastic_layers(), 9, samples, {})
+    draw = MaskDraw("ste", "fused", 1.0, 9, samples, drawn)
+    attention = model.blocks[1].attn
+    stacked = fused._side_by_side_masks((attention.q, attention.k, attention.v), draw)
+    want = [
+        sampler.draw_index(layer.logits, 9, layer.param_id, samples)
+        for layer in (attention.q, attention.k, attention.v)
+    ]
+    assert torch.equal(stacked.cpu(), sampler.pack_bits(torch.cat(want, 1).cpu()))
+    assert fused._side_by_side_masks((attention.k, attention.v, attention.o), draw) is not None  # adjacent too
+    for layers in [
+        (attention.k, attention.q, attention.v),
+        (attention.q, attention.v),
+        (model.blocks[0].attn.v, attention.q),
+    ]:
+        assert fused._side_by_side_masks(layers, draw) is None
+    missing = MaskDraw(
+        "ste", "fused", 1.0, 9, samples, {key: value for key, value in drawn.items() if key != attention.k.param_id}
+    )
+    assert fused._side_by_side_masks((attention.q, attention.k, attention.v), missing) is None
+    odd = ModelConfig(d_model=30, n_head=2, n_layer=1, d_ff=8, vocab_size=11, seq_len=4)  # 900 weights a layer
+    model = estimators.build_model(odd, device=KERNEL_DEVICE, seed=3)
+    drawn = sampler.draw_bits_by_layer(model.stochastic_layers(), 9, samples, {})
+    attention = model.blocks[0].attn
+    draw = MaskDraw("ste", "fused", 1.0, 9, samples, drawn)
+    assert fused._side_by_side_masks((attention.q, attention.k, attention.v), draw) is None

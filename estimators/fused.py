@@ -175,11 +175,7 @@ class _FusedStochasticLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        if torch.is_grad_enabled():  # create_graph=True: second derivatives would need the kernels' own backward
-            raise RuntimeError(
-                "implementation 'fused' does not support double backward (create_graph=True); "
-                "use 'bmm', 'einsum', 'vmap' or 'loop' for second derivatives"
-            )
+        _refuse_double_backward()
         dy = dy.contiguous()
         need_x, need_w, need_bias, need_logits = ctx.needs_input_grad[:4]
         backward = _kernel_backward if ctx.kernels is not None else _chunked_backward
@@ -205,11 +201,7 @@ class _FusedStochasticLinears(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "implementation 'fused' does not support double backward (create_graph=True); "
-                "use 'bmm', 'einsum', 'vmap' or 'loop' for second derivatives"
-            )
+        _refuse_double_backward()
         dy = dy.contiguous()
         wanted = ctx.needs_input_grad[4:]
         need_w, need_bias, need_logits = (any(wanted[kind::3]) for kind in range(3))
@@ -224,6 +216,16 @@ class _FusedStochasticLinears(torch.autograd.Function):
             for layer, kind in itertools.product(range(layers), range(3))
         )
         return dx, None, None, None, *per_layer  # each a view of its layer's rows of a stacked gradient
+
+
+def _refuse_double_backward() -> None:
+    """Raise where the backward runs with create_graph=True: second derivatives would need the kernels' own
+    backward."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "implementation 'fused' does not support double backward (create_graph=True); "
+            "use 'bmm', 'einsum', 'vmap' or 'loop' for second derivatives"
+        )
 
 
 def _chunks(batch: int):

@@ -29,7 +29,10 @@ def positive_float(text: str) -> float:
 
 def factor(text: str) -> float:
     """A ratio head / base that counts as a regression: a finite number > 1."""
-    value = positive_float(text)
-    if value <= 1:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 1 (1.05 = 5% slower), got {text!r}") from None
+    if not 1 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"a regression factor must be > 1 (1.05 = 5% slower), got {text}")
     return value

@@ -34,7 +34,7 @@ def _asv(root, *args, timeout=600):
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory):
-    """The clone, its scratch asv configuration and its six measured commits: HEAD, two no-ops, the plant, two no-ops."""
+    """The clone, its scratch asv configuration and its six measured commits: HEAD, two no-ops, the plant, two more."""
     scratch = tmp_path_factory.mktemp("history")
     root = scratch / "repo"
     _git(REPO, "clone", "-q", str(REPO), str(root))

@@ -181,3 +181,16 @@ def test_factor_must_exceed_one():
     for text in ("abc", "1", "0.5", "inf"):
         with pytest.raises(argparse.ArgumentTypeError, match="> 1"):
             factor(text)
+
+
+def test_deterministic_passes_run_once_and_timings_in_interleaved_rounds():
+    import argparse
+
+    from tools.run.gate import DEFAULT_SELECTION, QUALITY, runs
+
+    args = argparse.Namespace(bench=[], rounds=3)
+    cpu = DEFAULT_SELECTION["cpu"]
+    assert runs(cpu, args) == [(sorted(cpu["memory"] + cpu["quality"]), 1), (cpu["timing"], 3)]
+    assert runs({"quality": [QUALITY]}, args) == [([QUALITY], 1)]
+    bench = argparse.Namespace(bench=["Estimate"], rounds=2)
+    assert runs({"timing": ["Estimate"], "memory": ["Estimate"], "quality": ["Estimate"]}, bench) == [(["Estimate"], 2)]

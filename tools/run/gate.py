@@ -8,12 +8,14 @@ the environments in .asv/env are shared with ``tools.run.asv_project``.
   (``tools.run.bench.MEASURED_PATHS``: the package, the suite, pyproject.toml,
   asv.conf.json), the gate says so and passes without running anything;
   ``--force`` measures them anyway (an A/A comparison).
-- **Interleaved**: one ``asv run --interleave-rounds -a rounds=N`` over both
-  commits, N rounds (``--rounds``, default 2) in the order BASE HEAD HEAD BASE
-  (BASE HEAD ... for N > 2, the direction alternating): each round is a fresh
-  process per benchmark and commit with the suite's full sample budget, so a
-  drift of the machine's speed lands on both commits, not on whichever ran
-  second. It costs N times one pass.
+- **Interleaved**: the timings in one ``asv run --interleave-rounds -a rounds=N``
+  over both commits, N rounds (``--rounds``, default 2) in the order BASE HEAD
+  HEAD BASE (the direction alternating for N > 2): each round is a fresh process
+  per benchmark and commit with the suite's full sample budget, so a drift of
+  the machine's speed lands on both commits, not on whichever ran second. It
+  costs N times one pass. Memory and quality, deterministic, are measured once
+  per commit, in a run of their own before it; a ``--bench`` selection is one
+  interleaved run.
 - **Three passes**, each series judged by its kind at that kind's factor, asv's
   rule (``asv compare``): flagged when HEAD is worse than BASE by more than the
   factor and the difference is significant (Mann-Whitney at p < 0.002 when the
@@ -325,6 +327,16 @@ def print_pass(pass_: str, factor: float, series: list[Series]) -> None:
                 print(f"  {s.verdict:<10} {s.name}: {before} -> {after} (x{s.ratio:.2f})")
 
 
+def runs(selection: dict[str, list[str]], args) -> list[tuple[list[str], int]]:
+    """The asv runs of a gate: (regexes, rounds). Memory and quality are deterministic, so the default selection
+    and --quality measure them in one round, the timings in ``--rounds``; a --bench selection is one run."""
+    if args.bench:
+        return [(args.bench, args.rounds)]
+    once = sorted({regex for pass_ in ("memory", "quality") for regex in selection.get(pass_, [])})
+    timing = selection.get("timing", [])
+    return [(regexes, rounds) for regexes, rounds in ((once, 1), (timing, args.rounds)) if regexes]
+
+
 def _check_attribute(text: str) -> str:
     key, equals, value = text.partition("=")
     if not equals or not value:
@@ -404,7 +416,6 @@ def main(argv=None) -> int:
         selection = {"quality": [QUALITY]}
     else:
         selection = DEFAULT_SELECTION[DEVICE]
-    regexes = sorted({regex for pass_ in selection.values() for regex in pass_})
     with tempfile.TemporaryDirectory(prefix="estimators-gate-") as scratch:
         results_dir = Path(scratch) / "results"
         config = scratch_config(Path(scratch), results_dir=str(results_dir), html_dir=f"{scratch}/html")
@@ -412,9 +423,11 @@ def main(argv=None) -> int:
         hashfile.write_text(f"{head}\n{base}\n")  # asv's continuous order: with 2 rounds, base head head base
         command = asv_command(["run", f"--config={config}", "--interleave-rounds", "--record-samples"])
         machine = next(a.split("=", 1)[1] for a in command if a.startswith("--machine="))
-        command += [f"--bench={regex}" for regex in regexes] + [f"--attribute={a}" for a in args.attribute]
-        command += [f"--attribute=rounds={args.rounds}", "--show-stderr", f"HASHFILE:{hashfile}"]
-        asv_status = run_asv(command)
+        command += [f"--attribute={a}" for a in args.attribute] + ["--show-stderr", f"HASHFILE:{hashfile}"]
+        asv_status = 0
+        for regexes, rounds in runs(selection, args):
+            benches = [f"--bench={regex}" for regex in regexes]
+            asv_status = max(asv_status, run_asv([*command, *benches, f"--attribute=rounds={rounds}"]))
         if not (results_dir / "benchmarks.json").exists():
             print(f"\ngate FAILED: asv exited {asv_status} before measuring anything ({base[:8]} -> {head[:8]})")
             return FAILED

@@ -66,7 +66,7 @@ def test_default_gate_leaves_out_data_parallel(device):
     assert _selected(_names(Floor), _default(device))
 
 
-def test_cpu_gate_compares_backwards_at_batch_8_the_estimate_backward_and_memory_at_batch_8():
+def test_cpu_gate_compares_backwards_at_batch_8_the_estimate_backward_and_some_memory_at_batch_8():
     """The CPU default leaves out what moved beyond 1.5x between runs of one package: the forwards."""
     from benchmarks.bench_estimators import Estimate
     from benchmarks.bench_training import Floor, ForwardBackward
@@ -79,6 +79,8 @@ def test_cpu_gate_compares_backwards_at_batch_8_the_estimate_backward_and_memory
     assert not any(".time_forward(" in name for name in selected)
     assert "bench_training.ForwardBackward.time_backward('ste', 'bmm', 16)" not in selected
     assert "bench_training.ForwardBackward.track_peak_memory('ste', 'fused', 16)" not in selected
+    assert "bench_training.ForwardBackward.track_peak_memory('ste', 'loop', 8)" not in selected
+    assert "bench_training.Floor.track_peak_memory('gst', 8)" in selected
 
 
 def test_series_kinds():
@@ -194,3 +196,27 @@ def test_deterministic_passes_run_once_and_timings_in_interleaved_rounds():
     assert runs({"quality": [QUALITY]}, args) == [([QUALITY], 1)]
     bench = argparse.Namespace(bench=["Estimate"], rounds=2)
     assert runs({"timing": ["Estimate"], "memory": ["Estimate"], "quality": ["Estimate"]}, bench) == [(["Estimate"], 2)]
+
+
+def test_a_timing_is_flagged_only_if_its_fastest_sample_moved_too():
+    """Load only adds time: a slow round moves the median, not the fastest sample (tools.run.gate.fastest_ratio)."""
+    from tools.run.gate import Measurement, Series, judge
+
+    base_samples = [0.10, 0.101, 0.099, 0.102, 0.10, 0.098, 0.101, 0.10, 0.099, 0.10] * 2
+    # As in an A/A under load on the 2-core CPU: most of HEAD's samples slow, a few as fast as BASE's.
+    loaded = [0.19, 0.18, 0.20, 0.21, 0.17, 0.19, 0.18, 0.20] * 2 + [0.101, 0.10, 0.099, 0.102]
+    slower = [2 * sample for sample in base_samples]
+
+    def verdict(name, head_samples):
+        def measure(samples):
+            ordered = sorted(samples)
+            stats = {"ci_99_a": ordered[1], "ci_99_b": ordered[-2], "repeat": len(samples)}
+            return Measurement(ordered[len(ordered) // 2], stats, samples)
+
+        series = Series(name, name.split("(")[0], {}, "seconds", measure(base_samples), measure(head_samples), 1.5)
+        return judge(series)
+
+    timing, memory = "bench_training.Floor.time_backward('ste', 8)", "bench_training.Floor.track_peak_memory('ste', 8)"
+    assert verdict(timing, slower) == "regression"
+    assert verdict(timing, loaded) == ""
+    assert verdict(memory, loaded) == "regression"  # asv's rule flags it; deterministic kinds keep that rule alone

@@ -166,7 +166,7 @@ def test_markdown_shows_each_flagged_series_with_its_evidence_and_graph():
         "gate FAILED: ...",
     )
     row = next(line for line in text.splitlines() if line.startswith("| timing |"))
-    assert "| 3.00 |" in row and "99% CI" in row
+    assert "| 3.00 | 3.00 |" in row and "99% CI" in row
     assert (
         "`html/index.html#bench_training.Floor.time_backward?machine=cpu-2core-avx2&p-estimator='ste'&p-batch=8`" in row
     )

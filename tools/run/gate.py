@@ -40,10 +40,11 @@ the environments in .asv/env are shared with ``tools.run.asv_project``.
   ``--bench`` replaces the selection (timings at ``--factor``), ``--quality``
   runs the quality pass alone.
 
-Output: each pass's flagged, failed and improved series, ``--markdown`` a
-pull-request comment (each flagged series with its ratio, medians, 99% intervals
-and samples, and its page on the dashboard), and a last line naming the verdict,
-the passes that failed and their series.
+Output: each pass's flagged, failed and improved series; ``--markdown`` a
+pull-request comment (each flagged series with its ratio of medians and of
+fastest samples, the medians with their 99% intervals, the samples, and its page
+on the dashboard); and a last line naming the verdict, the passes that failed
+and their series.
 
 Exit status: 0 passed (or nothing measured differs), 1 a regression, 2 a usage
 error, 3 a benchmark failed to run on either commit (or asv failed before
@@ -294,14 +295,17 @@ def markdown(series: list[Series], passes, machine: str, base: str, head: str, v
     if flagged:
         lines += [
             "",
-            "| pass | series | base | head | ratio | dashboard |",
-            "|---|---|---|---|---:|---|",
+            "| pass | series | base | head | ratio | fastest | dashboard |",
+            "|---|---|---|---|---:|---:|---|",
         ]
         for s in flagged:
-            ratio = f"{s.ratio:.2f}" if s.verdict == "regression" else "failed"
+            ratio, fastest = "failed", ""
+            if s.verdict == "regression":
+                ratio = f"{s.ratio:.2f}"
+                fastest = f"{fastest_ratio(s.base, s.head):.2f}" if s.base.samples and s.head.samples else ""
             lines.append(
                 f"| {kind(s.name)} | `{s.name}` | {_value(s.base, s.unit)} | {_value(s.head, s.unit)} | {ratio} | "
-                f"`{dashboard_page(s, machine)}` |"
+                f"{fastest} | `{dashboard_page(s, machine)}` |"
             )
         lines += ["", "<details><summary>samples</summary>", ""]
         for s in flagged:
@@ -346,7 +350,8 @@ def print_pass(pass_: str, factor: float, series: list[Series]) -> None:
                 print(f"  failed     {s.name}: base {_value(s.base, s.unit)}, head {_value(s.head, s.unit)}")
             else:
                 before, after = human_value(s.base.value, s.unit), human_value(s.head.value, s.unit)
-                print(f"  {s.verdict:<10} {s.name}: {before} -> {after} (x{s.ratio:.2f})")
+                fastest = f", fastest sample x{fastest_ratio(s.base, s.head):.2f}" if s.base.samples else ""
+                print(f"  {s.verdict:<10} {s.name}: {before} -> {after} (x{s.ratio:.2f}{fastest})")
 
 
 def runs(selection: dict[str, list[str]], args) -> list[tuple[list[str], int]]:

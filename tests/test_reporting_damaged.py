@@ -105,6 +105,7 @@ DAMAGES = {
     "truncated": (REAL[: len(REAL) // 2], "not valid JSON"),
     "not JSON": (b"results: none", "not valid JSON"),
     "not UTF-8": (b"\xff\xfe{", "not UTF-8"),
+    "nested too deep": (b"[" * 100_000, "not valid JSON"),
     "empty object": ({}, "empty JSON object"),
     "array": ([], "holds an array"),
     "null": (None, "holds null"),
@@ -197,6 +198,14 @@ def test_no_readable_results_is_no_data(results_dir, tool):
     assert "error: no readable results" in err and str(damaged) in err and "Traceback" not in err
 
 
+def test_a_damaged_machine_description_is_named(results_dir):
+    write(results_dir, NEW, result_set(NEW))
+    description = results_dir / MACHINE / "machine.json"
+    description.write_text("[]")
+    status, out, err = run(report.main, "--machine", MACHINE, "--markdown")
+    assert status == 1 and not out and f"{description}: not the description of machine" in err
+
+
 def test_a_machine_without_results_of_this_history_is_no_data(results_dir):
     write(results_dir, NEW, result_set(NEW))
     file_of(results_dir, NEW).rename(file_of(results_dir, "f" * 40))
@@ -273,7 +282,7 @@ def test_a_machine_without_results_reports_the_closest_and_says_which(results_di
     monkeypatch.setenv("ESTIMATORS_ASV_MACHINE", "cpu-2core-avx512")
     status, out, err = run(report.main, "--markdown")
     assert status == 0, err
-    note = "Note: this machine, cpu-2core-avx512, has no results; these are cpu-2core's, the closest machine"
+    note = "Note: this machine, cpu-2core-avx512, has no results; these are cpu-2core's, the closest machine: the same"
     assert out.startswith(note) and "Machine `cpu-2core`" in out.splitlines()[1]
     assert "this machine, cpu-2core-avx512, has no results: reporting cpu-2core's" in err
 
@@ -282,7 +291,7 @@ def test_a_machine_without_results_reports_the_closest_and_says_which(results_di
     assert results.closest_machine("h200-x2")[0] == "h200"
     assert results.closest_machine("a100-40gb") == (
         "cpu-2core",
-        "no machine of its device kind (a100) has results; this one has the most result files",
+        "no a100 machine has results; the machine with the most result files",
     )
     # Named explicitly, a machine without results is a usage error that lists those with results.
     status, _, err = run(report.main, "--machine", "cpu-2core-avx512", "--markdown")

@@ -476,7 +476,7 @@ def this_machine() -> tuple[str, list[str]]:
         return name, []
     chosen, why = asv_results.closest_machine(name)
     asv_results.warn(f"this machine, {name}, has no results: reporting {chosen}'s ({why})")
-    return chosen, [f"Note: this machine, {name}, has no results; these are {chosen}'s, the closest machine ({why})."]
+    return chosen, [f"Note: this machine, {name}, has no results; these are {chosen}'s, the closest machine: {why}."]
 
 
 def render(args, measurements, preset: str) -> str:

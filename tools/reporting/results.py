@@ -175,7 +175,7 @@ def _damage(path: Path, machine: str) -> str | None:
         return "empty"
     try:
         data = json.loads(text)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         return f"not valid JSON, truncated or damaged ({error})"
     if not isinstance(data, dict):
         return f"holds {_json_kind(data)}, not a result set (a JSON object)"
@@ -271,9 +271,9 @@ def closest_machine(machine: str) -> tuple[str, str]:
     kind = device_kind(machine)
     chosen = sorted(candidates, key=lambda m: (device_kind(m) != kind, -len(result_files(m))))[0]
     if device_kind(chosen) == kind:
-        why = f"of the same device kind ({kind}), with the most result files"
+        why = f"the same device kind, {kind}, with the most result files"
     else:
-        why = f"no machine of its device kind ({kind}) has results; this one has the most result files"
+        why = f"no {kind} machine has results; the machine with the most result files"
     return chosen, why
 
 

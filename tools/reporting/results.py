@@ -295,6 +295,8 @@ def latest(machine: str, commit: str | None = None) -> Measurements:
             f"no results for machine {machine!r} under {results_dir()}; machines with results: {machines()}"
         )
     files = result_files(machine)
+    if not files:
+        raise NoData(f"machine {machine!r} has no result files under {results_dir() / machine}")
     for path in files:
         if _prefix(path) is None:
             warn(f"{path}: not named <commit>-<environment>.json as asv names results, skipped")

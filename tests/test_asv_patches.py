@@ -82,6 +82,24 @@ def test_results_are_saved_after_each_benchmark(tmp_path, restore_asv):
     _add(results, "bench.track_second", 2.0)
     saved = Results.load(str(path))
     assert [saved.get_result_value(name, []) for name in ("bench.track_first", "bench.track_second")] == [[1.0], [2.0]]
+    assert asv_patches.is_partial(path)
+    results.save(str(tmp_path))  # asv's own save when the commit's run ends: a whole run
+    assert not asv_patches.is_partial(path)
+    assert Results.load(str(path)).get_result_value("bench.track_second", []) == [2.0]
+
+
+def test_bench_runs_a_commit_again_while_its_results_are_partial(tmp_path, monkeypatch, restore_asv):
+    from tools.run import bench
+
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    asv_patches.apply("run", environ={})
+    results = _results(tmp_path / "results")  # results/<machine>/<commit>-<environment>.json
+    commit = results._commit_hash
+    assert not bench.has_results("m", commit)
+    _add(results, "bench.track_first", 1.0)
+    assert not bench.has_results("m", commit)  # cut short here: run it again
+    results.save(str(tmp_path / "results"))
+    assert bench.has_results("m", commit)
 
 
 def test_results_asv_would_not_save_stay_unsaved(tmp_path, restore_asv):
@@ -197,4 +215,4 @@ def test_a_killed_run_keeps_the_benchmarks_that_finished(tmp_path):
     assert data["commit_hash"] == commit
     first = Results.load(str(saved))
     assert first.get_result_value("bench_tiny.track_a_first", []) == [42]
-    assert "bench_tiny.track_b_never_ends" not in data["results"]
+    assert "bench_tiny.track_b_never_ends" not in data["results"] and data["partial"] is True

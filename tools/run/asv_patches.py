@@ -9,7 +9,8 @@ Applies the patches the command needs in this process, then runs asv's own
   truncated one;
 - ``run``, ``continuous``: a commit's results file is saved after each
   benchmark's result is added (``save_after_each_benchmark``), not only when the
-  commit's whole run ends, so a run stopped at a time limit keeps what finished;
+  commit's whole run ends, so a run stopped at a time limit keeps what finished
+  (marked ``"partial": true`` until asv's own save at the commit's end);
 - ``setup``: exits 0 when it succeeds (``fix_setup_exit``);
 - ``publish``: the front page's summary thumbnails are drawn from one machine's
   graphs, ESTIMATORS_SUMMARY_MACHINE's (``summaries_from_one_machine``).
@@ -26,6 +27,7 @@ import sys
 import tempfile
 
 PATCHED = "_estimators_patched"  # set on what a patch replaced: applying a patch twice changes nothing
+PARTIAL = "partial"  # a results file's key: saved after a benchmark, before the commit's run ended
 
 
 def write_json_atomically(path, data, api_version=None, compact=False):
@@ -86,11 +88,37 @@ def save_after_each_benchmark() -> None:
         outcome = add_result(self, *args, **kwargs)
         directory = getattr(self, "_estimators_save_dir", None)
         if directory is not None:
-            self.save(directory)
+            save_partial(self, directory)
         return outcome
 
     setattr(saving_add_result, PATCHED, True)
     Results.load_data, Results.add_result = remembering_load_data, saving_add_result
+
+
+def save_partial(results, directory: str) -> None:
+    """``results.save(directory)`` with ``PARTIAL: true`` in the file: a commit's run saved before it ended.
+
+    asv's own save at the commit's end writes the file without the key (asv's readers ignore keys they do not
+    know); tools/run/bench.py runs a commit again while its file is partial.
+    """
+    from asv import util
+
+    write_json = util.write_json
+
+    def write_partial(path, data, api_version=None, compact=False):
+        write_json(path, {**data, PARTIAL: True}, api_version, compact)
+
+    util.write_json = write_partial
+    try:
+        results.save(directory)
+    finally:
+        util.write_json = write_json
+
+
+def is_partial(path) -> bool:
+    """Whether the asv results file at ``path`` was saved before its commit's run ended (``save_partial``)."""
+    with open(path, encoding="utf-8") as file:
+        return bool(json.load(file).get(PARTIAL))
 
 
 def fix_setup_exit() -> None:

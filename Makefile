@@ -5,9 +5,10 @@ PYTHON ?= python3
 TORCH_CPU ?= torch==2.13.0
 
 # make test-gpu: the wheelhouse of pytest, pytest-xdist, asv_runner, ... (shared/offline/wheels, carried to a GPU
-# host as .gpu/wheels; empty: use what is installed), the workers, the pytest marks (every test but the slow ones:
-# the CUDA-marked tests and those that run on the device where one exists, Triton kernels and graph captures).
-WHEELS ?= .gpu/wheels
+# host as .gpu/wheels, the default where it exists; empty: use what is installed), the workers, the pytest marks
+# (every test but the slow ones: the CUDA-marked tests, those that take the GPU where one exists (Triton kernels,
+# graph captures, the suite's step) and the CPU ones).
+WHEELS ?= $(wildcard .gpu/wheels)
 GPU_WORKERS ?= 12
 GPU_MARKS ?= not slow
 GPU_SITE ?= /tmp/estimators-gpu-site
@@ -52,6 +53,9 @@ test-gpu:
 			"there, or pass WHEELS= to use the installed pytest and pytest-xdist" >&2; exit 1; }; \
 		$(PYTHON) -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$(GPU_SITE)" \
 			$$(ls "$(WHEELS)"/*.whl | grep -vE '/(pip|setuptools|wheel)-'); \
+	else \
+		$(PYTHON) -c "import xdist, asv_runner" 2>/dev/null || { echo "pytest-xdist or asv_runner is not installed:" \
+			"name an offline wheelhouse, make test-gpu WHEELS=.gpu/wheels (a copy of shared/offline/wheels)" >&2; exit 1; }; \
 	fi
 	env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=/tmp/estimators-pycache \
 		PYTHONPATH="$(CURDIR)$(if $(WHEELS),:$(GPU_SITE))$${PYTHONPATH:+:$$PYTHONPATH}" \

@@ -25,13 +25,14 @@ LOGIT_INIT_BIAS = 1.5  # added to the logit of the largest code: most weights st
 class StochasticLinear(nn.Module):
     """y_b = x_b (W * m_b)^T + bias, m_b = D_b . c, D_b = estimator(logits, U_b).
 
-    ``param_id`` names this layer's noise stream (see ``noise.uniform``).
+    ``param_id`` names this layer's noise stream (see ``noise.uniform``). The codebook c is the buffer
+    ``codebook`` [K]; every implementation reads its current values when it runs (the Triton kernels from
+    device memory), so ``load_state_dict``, ``.to()`` and in-place edits of it take effect at the next call.
     """
 
     def __init__(self, d_in: int, d_out: int, config: ModelConfig, param_id: int):
         super().__init__()
         self.param_id = param_id
-        self.codes = config.codebook_values  # c as Python floats, for kernels that take scalars
         self.weight = nn.Parameter(torch.empty(d_out, d_in))
         self.bias = nn.Parameter(torch.empty(d_out))
         self.logits = nn.Parameter(torch.empty(d_out, d_in, config.num_categories))

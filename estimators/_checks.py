@@ -87,6 +87,24 @@ def check_device(device: object) -> torch.device:
     return parsed
 
 
+def check_autocast_mix(device: torch.device, layer_norm_dtypes: Collection[torch.dtype]) -> None:
+    """Raise ValueError where a model with LayerNorm parameters of ``layer_norm_dtypes`` on ``device`` cannot run
+    under the autocast now in force there: on the CPU, an fp16 or bf16 LayerNorm under autocast to another dtype
+    (torch's CPU layer_norm then meets an input of another dtype than its parameters, and refuses)."""
+    if device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+        return
+    autocast = torch.get_autocast_dtype("cpu")
+    mixed = sorted(
+        {str(dtype) for dtype in layer_norm_dtypes if dtype in (torch.float16, torch.bfloat16)} - {str(autocast)}
+    )
+    if mixed:
+        raise ValueError(
+            f"a model with {', '.join(mixed)} parameters cannot run on the CPU under autocast to {autocast}: torch's "
+            "CPU LayerNorm takes no input of another dtype than its parameters. On the CPU, run a float32 or float64 "
+            "model under autocast (bf16 or fp16), or a 16-bit model without autocast or under autocast to its own dtype"
+        )
+
+
 def check_codebook(codebook: object, num_categories: int) -> tuple[float, ...]:
     """Return the codebook as floats: a sequence of ``num_categories`` finite real numbers."""
     if isinstance(codebook, (str, bytes)) or not isinstance(codebook, Sequence):
@@ -223,8 +241,14 @@ class StepValueCheck:
         self.safe_tokens = tokens
         self._vocab_size, self._tau, self._margin = vocab_size, tau, margin
         self._reductions = self._copied = None
-        # On CUDA, the tokens' device's stream (and kernels' launches), whichever device is current.
-        with torch.cuda.device(tokens.device) if tokens.is_cuda else contextlib.nullcontext(), torch.no_grad():
+        # On CUDA, the tokens' device's stream (and kernels' launches), whichever device is current. Outside the
+        # caller's autocast: the reductions are of the tensors' own dtypes (autocast's promotion of a stack of
+        # fp16 values under bf16 autocast, or the reverse, raises).
+        with (
+            torch.cuda.device(tokens.device) if tokens.is_cuda else contextlib.nullcontext(),
+            torch.autocast(tokens.device.type, enabled=False),
+            torch.no_grad(),
+        ):
             if not (tokens.is_cuda and torch.cuda.is_current_stream_capturing()):
                 self._queue(tokens, vocab_size, mask_logits, tables)
         if self._reductions is not None and self._copied is None:

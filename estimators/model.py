@@ -188,6 +188,9 @@ class StochasticTransformer(nn.Module):
         except (TypeError, ValueError):
             raise ValueError(f"sample_offset must be an int in [0, 2**32 - batch], got {sample_offset!r}") from None
         implementations.check_batch(implementation, batch)
+        if device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            norms = (self.ln_final, *(norm for block in self.blocks for norm in (block.ln_attn, block.ln_mlp)))
+            _checks.check_autocast_mix(device, {p.dtype for norm in norms for p in norm.parameters()})
         margin = _checks.tau_scale_margin(ESTIMATOR_FUNCTIONS[estimator].needs_uniform, self.config.num_categories)
         # Triton launches on the current CUDA device: make it the model's (the backward's are the engine's).
         with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():

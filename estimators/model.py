@@ -156,8 +156,9 @@ class StochasticTransformer(nn.Module):
             estimator: one of ``ESTIMATORS``: the gradient estimator of the masks' backward pass.
             implementation: one of ``IMPLEMENTATIONS`` (``"current"`` runs B = 1 only), or ``FLOOR``
                 (``"shared"``: every row uses the first row's mask, the cost floor).
-            seed: the noise every mask is drawn from: an int in [0, 2**64), or a 0-d int64 tensor on the
-                model's CUDA device, whose value the kernels read when they run (its 64 bits are the seed).
+            seed: the noise every mask is drawn from: an int in [0, 2**64) (Python, numpy, or a 0-d integer
+                tensor on the CPU, an int64's 64 bits read as unsigned), or a 0-d int64 tensor on the model's
+                CUDA device, whose value the kernels read when they run (its 64 bits are the seed).
                 A CUDA graph captured with a tensor seed draws the masks of the seed's current value at each
                 replay (see "Device speed in your own loop" in the README); the forward pass snapshots the
                 value, so changing the tensor afterwards does not change this pass's backward.
@@ -166,6 +167,10 @@ class StochasticTransformer(nn.Module):
 
         Returns:
             logits ``[B, T, config.vocab_size]``, in the model's dtype.
+
+        Raises:
+            ValueError: on a bad argument or value, naming the valid ones; on the CPU, for an fp16 or bf16
+                model under autocast to another dtype (torch's CPU LayerNorm cannot run it).
 
         Example::
 

@@ -2,7 +2,10 @@
 
 The noise helpers repeat ``noise.py``'s uint32 steps exactly (the tests
 compare bits). Masks for the fused layer are K = 2 category bits packed 8
-to a byte (``sampler.draw_bits``); a mask value is m = c0 + (c1 - c0) * bit.
+to a byte (``sampler.draw_bits``); a mask value is m = c0 + (c1 - c0) * bit,
+with (c0, c1) read from the codebook in device memory when a kernel runs
+(never a host copy: a loaded, cast or edited codebook, or a CUDA graph's
+replay, sees its current values).
 
 Activations (x, dy) may be fp32, bf16 or fp16; weights and logits keep their
 own dtype; products accumulate in fp32. fp32 matrix products use Triton's
@@ -818,7 +821,7 @@ def _sample_stride(mask_bits: torch.Tensor) -> int:
 
 def _codebook_table(codebook: torch.Tensor, out_features: int, layer_rows: int | None, device) -> tuple:
     """The kernels' (codebook table ``[layers, 2]``, rows of W per layer, whether layers > 1) for ``codebook``:
-    a K = 2 codebook ``[2]`` (one layer: a view, no copy) or a table ``[layers, 2]`` whose row l holds the codebook
+    a K = 2 codebook ``[2]`` (one layer: passed as it is) or a table ``[layers, 2]`` whose row l holds the codebook
     of W's rows ``l * layer_rows`` to ``(l + 1) * layer_rows - 1``; a floating tensor on the kernels' device, read
     by the kernels when they run (never copied to the host)."""
     if not isinstance(codebook, torch.Tensor) or not codebook.is_floating_point():
@@ -828,8 +831,8 @@ def _codebook_table(codebook: torch.Tensor, out_features: int, layer_rows: int |
         )
     if codebook.device != device:
         raise ValueError(f"codebook must be on the activations' device {device}, got {codebook.device}")
-    if codebook.shape == (2,):
-        codebook = codebook.view(1, 2) if codebook.is_contiguous() else codebook.reshape(1, 2)
+    if codebook.shape == (2,):  # one layer's: the kernels read it as the table [1, 2] at the same address
+        return codebook.contiguous(), out_features, False
     if codebook.dim() != 2 or codebook.shape[1] != 2 or codebook.shape[0] < 1:
         raise ValueError(f"codebook must have shape [2] or [layers, 2], got {tuple(codebook.shape)}")
     layers = codebook.shape[0]

@@ -121,12 +121,14 @@ class StochasticTransformer(nn.Module):
         return list(self._stochastic)
 
     def reset_parameters(self, generator: torch.Generator) -> None:
-        """Deterministic init from ``generator`` (CPU): N(0, 0.02) weights, zero biases, N(0, 1) logits."""
+        """Deterministic init from ``generator`` (CPU): N(0, 0.02) weights, zero biases, N(0, 1) logits, the
+        logit of each layer's largest code (in its ``codebook`` buffer now) raised by ``LOGIT_INIT_BIAS``."""
         for name, p in self.named_parameters():
             with torch.no_grad():
                 if name.endswith("logits"):
                     p.copy_(torch.randn(p.shape, generator=generator))
-                    p[..., int(torch.tensor(self.config.codebook_values).argmax())] += LOGIT_INIT_BIAS
+                    codebook = self.get_submodule(name.rpartition(".")[0]).codebook
+                    p[..., int(codebook.argmax())] += LOGIT_INIT_BIAS
                 elif "ln_" in name:
                     p.fill_(1.0 if name.endswith("weight") else 0.0)
                 elif name.endswith("bias"):

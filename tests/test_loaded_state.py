@@ -240,3 +240,15 @@ def test_layers_drawn_in_one_launch_from_logits_read_afresh():
         for layer in layers:
             want = sampler.draw_bits(layer._logits, 5, layer.param_id, range(3))
             assert torch.equal(drawn[layer.param_id], want), f"layer {layer.param_id}"
+
+
+def test_reset_parameters_raises_the_logit_of_the_largest_code_of_the_buffer():
+    """reset_parameters reads each layer's codebook buffer (as loaded), not the config's."""
+    model = estimators.build_model(DEFAULT, seed=3)
+    flipped = estimators.build_model(ModelConfig(**SHAPES, codebook=(1.0, 0.0)), seed=3)
+    model.load_state_dict(flipped.state_dict())
+    model.reset_parameters(torch.Generator().manual_seed(0))
+    flipped.reset_parameters(torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), flipped.parameters(), strict=True))
+    logits = model.blocks[0].attn.q.logits
+    assert (logits[..., 0] - logits[..., 1]).mean() > 1.0  # category 0 holds the largest code, 1.0

@@ -36,12 +36,46 @@ RUNS_AT = {
 ESTIMATOR_IMPLEMENTATIONS = {"gst": ("bmm", "fused", FLOOR), "gumbel_rao": ("bmm", "fused", FLOOR)}
 
 
-def step_skip_reason(estimator: str, implementation: str, batch: int, device: str) -> str | None:
-    """``skip_reason``, and what an estimator does not run (``ESTIMATOR_IMPLEMENTATIONS``)."""
+# Tiers (``ESTIMATORS_BENCH_TIER``, read by benchmarks/machine.py). The default tier is what `make bench` and the
+# GPU history run; ``full`` adds back what the default leaves out. Leaving a cell out never changes a series: the
+# parameter lists stay whole, and a cell outside the tier is skipped (asv: n/a) until a full run measures it.
+TIERS = ("default", "full")
+DEFAULT_TIER = "default"
+# The default tier's batches of the implementations that materialise every sample's weights, per device: their
+# cost grows linearly with the batch (batch 8 -> 16 is x1.9-2.1 for each of them on the 2-core CPU), so batch 1
+# (the per-call overhead, against `current`) and the suite's reference batch 16 (64 on CUDA, the largest)
+# characterise them; the other batches interpolate. bmm keeps every batch on CUDA, where fused must beat it.
+DEFAULT_TIER_BATCHES = {
+    "cuda": {"loop": (1, 16, 64), "einsum": (1, 16, 64), "vmap": (1, 16, 64)},
+    "cpu": {"loop": (1, 16), "einsum": (1, 16), "vmap": (1, 16), "bmm": (1, 16)},
+}
+
+
+def tier_skip_reason(implementation: str, batch: int, device: str, tier: str) -> str | None:
+    """Why ``tier`` leaves ``implementation`` at ``batch`` on ``device`` out, or None ("*": what no machine runs).
+
+    Raises ValueError for a tier not in ``TIERS``.
+    """
+    if tier not in TIERS:
+        raise ValueError(f"tier {tier!r}; valid choices: {', '.join(TIERS)}")
+    if tier == "full" or device == "*":
+        return None
+    batches = DEFAULT_TIER_BATCHES[device].get(implementation)
+    if batches is not None and batch not in batches:
+        return (
+            f"{implementation} runs at batches {', '.join(map(str, batches))} on {device} in the {tier} tier "
+            "(ESTIMATORS_BENCH_TIER=full runs every batch)"
+        )
+    return None
+
+
+def step_skip_reason(estimator: str, implementation: str, batch: int, device: str, tier: str = "full") -> str | None:
+    """``skip_reason``, what an estimator does not run (``ESTIMATOR_IMPLEMENTATIONS``) and what ``tier`` leaves
+    out (``tier_skip_reason``)."""
     implementations = ESTIMATOR_IMPLEMENTATIONS.get(estimator)
     if implementations is not None and implementation not in implementations:
         return f"{estimator} is benchmarked with {', '.join(implementations)} only"
-    return skip_reason(implementation, batch, device)
+    return skip_reason(implementation, batch, device) or tier_skip_reason(implementation, batch, device, tier)
 
 
 def skip_reason(implementation: str, batch: int, device: str) -> str | None:

@@ -14,7 +14,7 @@ import torch
 import estimators
 
 from . import grid
-from .machine import DEVICE
+from .machine import DEVICE, TIER
 
 
 def requires_estimator(name: str) -> None:
@@ -44,9 +44,13 @@ def requires_package_step(estimator: str, implementation: str) -> None:
 
 
 def requires_step(estimator: str, implementation: str, batch: int) -> None:
-    """Everything a training step of (estimator, implementation, batch) needs on this machine and commit."""
+    """Everything a training step of (estimator, implementation, batch) needs on this machine, tier and commit.
+
+    The tier's reason comes last: a cell this commit cannot run says so in any tier.
+    """
     skip_if(grid.step_skip_reason(estimator, implementation, batch, DEVICE))
     requires_package_step(estimator, implementation)
+    skip_if(grid.tier_skip_reason(implementation, batch, DEVICE, TIER))
 
 
 def skip_if_out_of_memory(method):

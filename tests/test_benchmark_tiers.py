@@ -1,0 +1,54 @@
+"""The suite's tiers (grid.tier_skip_reason)."""
+
+import itertools
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import grid
+
+
+def test_the_default_tier_keeps_reference_implementations_at_the_batches_that_characterise_them():
+    for device, batches in (("cuda", (1, 16, 64)), ("cpu", (1, 16))):
+        for implementation in ("loop", "einsum", "vmap"):
+            for batch in grid.BATCHES:
+                kept = grid.step_skip_reason("ste", implementation, batch, device, "default") is None
+                assert kept == (batch in batches and grid.runs(implementation, batch, device)), (device, batch)
+    # bmm keeps every batch on CUDA; on the CPU it is linear in the batch like the other materialising ones.
+    assert all(grid.tier_skip_reason("bmm", batch, "cuda", "default") is None for batch in grid.BATCHES)
+    assert (
+        grid.tier_skip_reason("bmm", 8, "cpu", "default") and grid.tier_skip_reason("bmm", 16, "cpu", "default") is None
+    )
+    # fused, the Floor, current and compiled are never left out by the tier.
+    for implementation, batch in itertools.product(("fused", grid.FLOOR, "current", "compiled"), grid.BATCHES):
+        assert grid.tier_skip_reason(implementation, batch, "cpu", "default") is None
+        assert grid.tier_skip_reason(implementation, batch, "cuda", "default") is None
+
+
+def test_the_full_tier_runs_what_the_machine_runs_and_no_tier_changes_the_parameters():
+    for combo in itertools.product(grid.ESTIMATORS, grid.IMPLEMENTATIONS, grid.BATCHES):
+        for device in ("cpu", "cuda"):
+            assert grid.step_skip_reason(*combo, device, "full") == grid.step_skip_reason(*combo, device)
+        assert grid.step_skip_reason(*combo, "*", "default") == grid.step_skip_reason(*combo, "*", "full")
+    default = sum(
+        grid.step_skip_reason(*c, "cuda", "default") is None
+        for c in itertools.product(grid.ESTIMATORS, grid.IMPLEMENTATIONS, grid.BATCHES)
+    )
+    assert default == 120 - 3 * 3 * 3  # three estimators x loop, einsum, vmap x batches 2, 8, 32
+
+
+def test_an_unknown_tier_names_the_valid_choices():
+    with pytest.raises(ValueError, match="default, full"):
+        grid.tier_skip_reason("loop", 8, "cpu", "everything")
+
+
+def test_the_tier_comes_from_the_environment_and_is_checked():
+    code = "from benchmarks import machine; print(machine.TIER)"
+    run = lambda tier: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "ESTIMATORS_BENCH_TIER": tier}
+    )
+    assert run("full").stdout.strip() == "full"
+    bad = run("most")
+    assert bad.returncode != 0 and "ESTIMATORS_BENCH_TIER='most'; valid choices: default, full" in bad.stderr

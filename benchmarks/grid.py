@@ -160,6 +160,37 @@ def width_skip_reason(device: str, implementation: str = "*", batch: int | str =
     return None
 
 
+# Ratios measured in one process (bench_ratios): the fused step of ste over the Dense model's step and over the
+# Floor's, in interleaved rounds; "replay" times CUDA-graph replays of forward and backward (device time, CUDA
+# only), "eager" the step as a training loop launches it. A ratio of two steps timed side by side cancels what
+# moves both (the host, its clocks, the other tenants of a VM): the series that holds across hosts.
+RATIO_TIMINGS = ("replay", "eager")
+RATIO_BATCHES = (1, 16, 64)
+RATIO_RUNS_AT = {
+    "cuda": {
+        ("replay", "fp32"): (16, 64),
+        ("replay", "bf16"): (16, 64),
+        ("replay", "tf32"): (16, 64),
+        ("eager", "fp32"): (16,),
+        ("eager", "bf16"): (16,),
+    },
+    "cpu": {("eager", "fp32"): (1, 16)},  # the CPU's batches that Dense runs at too (DENSE_RUNS_AT)
+}
+
+
+def ratio_skip_reason(timing: str, precision: str, batch: int, device: str) -> str | None:
+    """Why the suite does not measure the ratios of ``timing`` steps in ``precision`` at ``batch`` on ``device``
+    ("*": on no machine), or None."""
+    if device == "*":
+        return None
+    batches = RATIO_RUNS_AT[device].get((timing, precision), ())
+    if batch not in batches:
+        if not batches:
+            return f"ratios of {timing} steps in {precision} are not measured on {device}"
+        return f"ratios of {timing} steps in {precision} run on {device} at batches {', '.join(map(str, batches))} only"
+    return None
+
+
 # Estimator quality (bench_quality, every machine): temperatures, and the problems' sizes (benchmarks/quality.py).
 QUALITY_TAUS = (0.5, 1.0, 2.0)
 

@@ -90,3 +90,11 @@ def requires_width_step(estimator: str, implementation: str, batch: int, precisi
     """A width benchmark's step: CUDA, and this commit's package."""
     skip_if(grid.width_skip_reason(DEVICE, implementation, batch))
     requires_package_step(estimator, implementation)
+
+
+def requires_ratio(timing: str, precision: str, batch: int) -> None:
+    """A ratio cell of this machine (``grid.ratio_skip_reason``) and what its three steps need of this commit:
+    fused and the Floor (the Dense model needs no package code)."""
+    skip_if(grid.ratio_skip_reason(timing, precision, batch, DEVICE))
+    requires_package_step("ste", "fused")
+    requires_package_step("ste", grid.FLOOR)

@@ -143,11 +143,33 @@ WIDTH_BATCHES = (16, 64, 256)
 WIDTH_LARGE_BATCH_IMPLEMENTATIONS = ("fused", FLOOR, DENSE)
 
 
+# The default tier's eager steps of the single-sample path and the reference implementations: fp32 only. Their
+# eager steps are host-bound in any precision, and bf16 autocast only adds casts to what they launch; fused, bmm,
+# compiled, the Floor and Dense, what users train with, keep both precisions.
+EAGER_DEFAULT_TIER_PRECISIONS = {"current": ("fp32",), "loop": ("fp32",), "einsum": ("fp32",), "vmap": ("fp32",)}
+
+
 def eager_skip_reason(implementation: str, batch: int, device: str) -> str | None:
     """Why the suite does not time the eager step of ``implementation`` at ``batch`` on ``device``, or None."""
     if device == "cpu":
         return "eager steps are timed on CUDA only (every CPU timing is eager already)"
     return None if implementation == DENSE else skip_reason(implementation, batch, device)
+
+
+def eager_tier_skip_reason(precision: str, implementation: str, tier: str) -> str | None:
+    """Why ``tier`` leaves the eager step of ``implementation`` in ``precision`` out, or None.
+
+    Raises ValueError for a tier not in ``TIERS``.
+    """
+    if tier not in TIERS:
+        raise ValueError(f"tier {tier!r}; valid choices: {', '.join(TIERS)}")
+    precisions = EAGER_DEFAULT_TIER_PRECISIONS.get(implementation)
+    if tier == "default" and precisions is not None and precision not in precisions:
+        return (
+            f"the eager step of {implementation} is timed in {', '.join(precisions)} in the default tier "
+            "(ESTIMATORS_BENCH_TIER=full times every precision)"
+        )
+    return None
 
 
 def width_skip_reason(device: str, implementation: str = "*", batch: int | str = "*") -> str | None:

@@ -81,9 +81,11 @@ def requires_dense_step(estimator: str | None, implementation: str, batch: int, 
 
 
 def requires_eager_step(estimator: str, implementation: str, batch: int, precision: str) -> None:
-    """An eager step's cell of the grid (``grid.eager_skip_reason``) and this commit's package."""
+    """An eager step's cell of the grid (``grid.eager_skip_reason``), this commit's package, and the tier
+    (``grid.eager_tier_skip_reason``)."""
     skip_if(grid.eager_skip_reason(implementation, batch, DEVICE))
     requires_package_step(estimator, implementation)
+    skip_if(grid.eager_tier_skip_reason(precision, implementation, TIER))
 
 
 def requires_width_step(estimator: str, implementation: str, batch: int, precision: str, width: int) -> None:

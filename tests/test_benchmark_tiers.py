@@ -52,3 +52,27 @@ def test_the_tier_comes_from_the_environment_and_is_checked():
     assert run("full").stdout.strip() == "full"
     bad = run("most")
     assert bad.returncode != 0 and "ESTIMATORS_BENCH_TIER='most'; valid choices: default, full" in bad.stderr
+
+
+def test_the_default_tier_times_eager_reference_steps_in_fp32_only():
+    cells = list(itertools.product(grid.EAGER_PRECISIONS, grid.EAGER_IMPLEMENTATIONS, grid.EAGER_BATCHES))
+
+    def timed(tier):
+        return [
+            (precision, implementation, batch)
+            for precision, implementation, batch in cells
+            if not grid.eager_skip_reason(implementation, batch, "cuda")
+            and not grid.eager_tier_skip_reason(precision, implementation, tier)
+        ]
+
+    full, default = timed("full"), timed("default")
+    assert len(full) == 32 and len(default) == 25
+    assert set(full) - set(default) == {
+        ("bf16", implementation, batch)
+        for implementation in ("loop", "einsum", "vmap", "current")
+        for batch in grid.EAGER_BATCHES
+        if grid.runs(implementation, batch, "cuda")
+    }
+    assert "fp32 in the default tier" in grid.eager_tier_skip_reason("bf16", "loop", "default")
+    with pytest.raises(ValueError, match="valid choices: default, full"):
+        grid.eager_tier_skip_reason("fp32", "loop", "most")

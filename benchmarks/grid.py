@@ -42,7 +42,7 @@ ESTIMATOR_IMPLEMENTATIONS = {"gst": ("bmm", "fused", FLOOR), "gumbel_rao": ("bmm
 TIERS = ("default", "full")
 DEFAULT_TIER = "default"
 # The default tier's batches of the implementations that materialise every sample's weights, per device: their
-# cost grows linearly with the batch (batch 8 -> 16 is x1.9-2.1 for each of them on the 2-core CPU), so batch 1
+# cost grows linearly with the batch (batch 8 -> 16 is x1.8-2.3 for each of them on the 2-core CPU), so batch 1
 # (the per-call overhead, against `current`) and the suite's reference batch 16 (64 on CUDA, the largest)
 # characterise them; the other batches interpolate. bmm keeps every batch on CUDA, where fused must beat it.
 DEFAULT_TIER_BATCHES = {

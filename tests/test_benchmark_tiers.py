@@ -76,3 +76,15 @@ def test_the_default_tier_times_eager_reference_steps_in_fp32_only():
     assert "fp32 in the default tier" in grid.eager_tier_skip_reason("bf16", "loop", "default")
     with pytest.raises(ValueError, match="valid choices: default, full"):
         grid.eager_tier_skip_reason("fp32", "loop", "most")
+
+
+def test_setup_cache_measures_no_peak_outside_the_tier():
+    """ForwardBackward.setup_cache (peak_memories with skips.requires_step) skips what the tier leaves out."""
+    from benchmarks import machine
+    from benchmarks.step import peak_memories
+
+    if machine.TIER != "default":
+        pytest.skip("ESTIMATORS_BENCH_TIER is not the default here")
+    peaks = peak_memories([("ste", "loop", 8), ("no-such-estimator", "loop", 8)])
+    assert "default tier" in peaks["ste", "loop", 8]
+    assert "does not exist" in peaks["no-such-estimator", "loop", 8]  # what the commit lacks comes first

@@ -26,8 +26,9 @@ MEASURED_PATHS = ("estimators", "benchmarks", "pyproject.toml", "asv.conf.json")
 
 
 def measured_commits(count: int) -> list[str]:
-    """The newest ``count`` commits of HEAD's history that change a measured path, newest first."""
-    log = ["git", "log", f"-n{count}", "--format=%H", "HEAD", "--", *MEASURED_PATHS]
+    """The newest ``count`` commits of HEAD's first-parent history (the history asv runs over and the dashboard
+    draws: a merged branch's own commits are not on it, the merge is) that change a measured path, newest first."""
+    log = ["git", "log", "--first-parent", f"-n{count}", "--format=%H", "HEAD", "--", *MEASURED_PATHS]
     return subprocess.run(log, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
 
 

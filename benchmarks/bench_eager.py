@@ -12,7 +12,7 @@ Dense model's eager step, measured in the same run, is what masks cost a loop.
 import itertools
 
 from . import grid, skips
-from .machine import DEVICE, TimingAttributes, configure_process
+from .machine import DEVICE, TIER, TimingAttributes, configure_process
 from .step import training_step
 
 configure_process()
@@ -24,7 +24,11 @@ class EagerStep(TimingAttributes):
     version = "1"
     params = [list(grid.EAGER_PRECISIONS), list(grid.EAGER_IMPLEMENTATIONS), list(grid.EAGER_BATCHES)]
     param_names = ["precision", "implementation", "batch"]
-    skip_params = [combo for combo in itertools.product(*params) if grid.eager_skip_reason(*combo[1:], DEVICE)]
+    skip_params = [
+        combo
+        for combo in itertools.product(*params)
+        if grid.eager_skip_reason(*combo[1:], DEVICE) or grid.eager_tier_skip_reason(*combo[:2], TIER)
+    ]
 
     def setup(self, precision, implementation, batch):
         skips.requires_eager_step("ste", implementation, batch, precision)

@@ -8,7 +8,7 @@ ratio of the two is the cost of per-sample discreteness.
 import itertools
 
 from . import grid, skips
-from .machine import DEVICE, TimingAttributes, configure_process
+from .machine import DEVICE, TIER, TimingAttributes, configure_process
 from .step import peak_memories, training_step
 
 configure_process()
@@ -52,8 +52,9 @@ class ForwardBackward(_TrainingStepBenchmark):
     version = "1"
     params = [list(grid.ESTIMATORS), list(grid.IMPLEMENTATIONS), list(grid.BATCHES)]
     param_names = ["estimator", "implementation", "batch"]
-    # What this machine does not run (grid.RUNS_AT) is skipped before setup runs: n/a, without a process's noise.
-    skip_params = [combo for combo in itertools.product(*params) if grid.step_skip_reason(*combo, DEVICE)]
+    # What this machine or tier does not run (grid.RUNS_AT, grid.DEFAULT_TIER_BATCHES) is skipped before setup
+    # runs: n/a, without a process's noise; setup_cache measures no peak for it either (skips.requires_step).
+    skip_params = [combo for combo in itertools.product(*params) if grid.step_skip_reason(*combo, DEVICE, TIER)]
 
     def setup_cache(self):
         return peak_memories(itertools.product(*self.params))

@@ -36,12 +36,46 @@ RUNS_AT = {
 ESTIMATOR_IMPLEMENTATIONS = {"gst": ("bmm", "fused", FLOOR), "gumbel_rao": ("bmm", "fused", FLOOR)}
 
 
-def step_skip_reason(estimator: str, implementation: str, batch: int, device: str) -> str | None:
-    """``skip_reason``, and what an estimator does not run (``ESTIMATOR_IMPLEMENTATIONS``)."""
+# Tiers (``ESTIMATORS_BENCH_TIER``, read by benchmarks/machine.py). The default tier is what `make bench` and the
+# GPU history run; ``full`` adds back what the default leaves out. Leaving a cell out never changes a series: the
+# parameter lists stay whole, and a cell outside the tier is skipped (asv: n/a) until a full run measures it.
+TIERS = ("default", "full")
+DEFAULT_TIER = "default"
+# The default tier's batches of the implementations that materialise every sample's weights, per device: their
+# cost grows linearly with the batch (batch 8 -> 16 is x1.8-2.3 for each of them on the 2-core CPU), so batch 1
+# (the per-call overhead, against `current`) and the suite's reference batch 16 (64 on CUDA, the largest)
+# characterise them; the other batches interpolate. bmm keeps every batch on CUDA, where fused must beat it.
+DEFAULT_TIER_BATCHES = {
+    "cuda": {"loop": (1, 16, 64), "einsum": (1, 16, 64), "vmap": (1, 16, 64)},
+    "cpu": {"loop": (1, 16), "einsum": (1, 16), "vmap": (1, 16), "bmm": (1, 16)},
+}
+
+
+def tier_skip_reason(implementation: str, batch: int, device: str, tier: str) -> str | None:
+    """Why ``tier`` leaves ``implementation`` at ``batch`` on ``device`` out, or None ("*": what no machine runs).
+
+    Raises ValueError for a tier not in ``TIERS``.
+    """
+    if tier not in TIERS:
+        raise ValueError(f"tier {tier!r}; valid choices: {', '.join(TIERS)}")
+    if tier == "full" or device == "*":
+        return None
+    batches = DEFAULT_TIER_BATCHES[device].get(implementation)
+    if batches is not None and batch not in batches:
+        return (
+            f"{implementation} runs at batches {', '.join(map(str, batches))} on {device} in the {tier} tier "
+            "(ESTIMATORS_BENCH_TIER=full runs every batch)"
+        )
+    return None
+
+
+def step_skip_reason(estimator: str, implementation: str, batch: int, device: str, tier: str = "full") -> str | None:
+    """``skip_reason``, what an estimator does not run (``ESTIMATOR_IMPLEMENTATIONS``) and what ``tier`` leaves
+    out (``tier_skip_reason``)."""
     implementations = ESTIMATOR_IMPLEMENTATIONS.get(estimator)
     if implementations is not None and implementation not in implementations:
         return f"{estimator} is benchmarked with {', '.join(implementations)} only"
-    return skip_reason(implementation, batch, device)
+    return skip_reason(implementation, batch, device) or tier_skip_reason(implementation, batch, device, tier)
 
 
 def skip_reason(implementation: str, batch: int, device: str) -> str | None:
@@ -109,11 +143,33 @@ WIDTH_BATCHES = (16, 64, 256)
 WIDTH_LARGE_BATCH_IMPLEMENTATIONS = ("fused", FLOOR, DENSE)
 
 
+# The default tier's eager steps of the single-sample path and the reference implementations: fp32 only. Their
+# eager steps are host-bound in any precision, and bf16 autocast only adds casts to what they launch; fused, bmm,
+# compiled, the Floor and Dense, what users train with, keep both precisions.
+EAGER_DEFAULT_TIER_PRECISIONS = {"current": ("fp32",), "loop": ("fp32",), "einsum": ("fp32",), "vmap": ("fp32",)}
+
+
 def eager_skip_reason(implementation: str, batch: int, device: str) -> str | None:
     """Why the suite does not time the eager step of ``implementation`` at ``batch`` on ``device``, or None."""
     if device == "cpu":
         return "eager steps are timed on CUDA only (every CPU timing is eager already)"
     return None if implementation == DENSE else skip_reason(implementation, batch, device)
+
+
+def eager_tier_skip_reason(precision: str, implementation: str, tier: str) -> str | None:
+    """Why ``tier`` leaves the eager step of ``implementation`` in ``precision`` out, or None.
+
+    Raises ValueError for a tier not in ``TIERS``.
+    """
+    if tier not in TIERS:
+        raise ValueError(f"tier {tier!r}; valid choices: {', '.join(TIERS)}")
+    precisions = EAGER_DEFAULT_TIER_PRECISIONS.get(implementation)
+    if tier == "default" and precisions is not None and precision not in precisions:
+        return (
+            f"the eager step of {implementation} is timed in {', '.join(precisions)} in the default tier "
+            "(ESTIMATORS_BENCH_TIER=full times every precision)"
+        )
+    return None
 
 
 def width_skip_reason(device: str, implementation: str = "*", batch: int | str = "*") -> str | None:
@@ -123,6 +179,37 @@ def width_skip_reason(device: str, implementation: str = "*", batch: int | str =
         return "the width benchmark runs on CUDA only"
     if batch == 256 and implementation not in WIDTH_LARGE_BATCH_IMPLEMENTATIONS + ("*",):
         return f"batch 256 of the width benchmark runs {', '.join(WIDTH_LARGE_BATCH_IMPLEMENTATIONS)} only"
+    return None
+
+
+# Ratios measured in one process (bench_ratios): the fused step of ste over the Dense model's step and over the
+# Floor's, in interleaved rounds; "replay" times CUDA-graph replays of forward and backward (device time, CUDA
+# only), "eager" the step as a training loop launches it. A ratio of two steps timed side by side cancels what
+# moves both (the host, its clocks, the other tenants of a VM): the series that holds across hosts.
+RATIO_TIMINGS = ("replay", "eager")
+RATIO_BATCHES = (1, 16, 64)
+RATIO_RUNS_AT = {
+    "cuda": {
+        ("replay", "fp32"): (16, 64),
+        ("replay", "bf16"): (16, 64),
+        ("replay", "tf32"): (16, 64),
+        ("eager", "fp32"): (16,),
+        ("eager", "bf16"): (16,),
+    },
+    "cpu": {("eager", "fp32"): (1, 16)},  # the CPU's batches that Dense runs at too (DENSE_RUNS_AT)
+}
+
+
+def ratio_skip_reason(timing: str, precision: str, batch: int, device: str) -> str | None:
+    """Why the suite does not measure the ratios of ``timing`` steps in ``precision`` at ``batch`` on ``device``
+    ("*": on no machine), or None."""
+    if device == "*":
+        return None
+    batches = RATIO_RUNS_AT[device].get((timing, precision), ())
+    if batch not in batches:
+        if not batches:
+            return f"ratios of {timing} steps in {precision} are not measured on {device}"
+        return f"ratios of {timing} steps in {precision} run on {device} at batches {', '.join(map(str, batches))} only"
     return None
 
 

@@ -4,7 +4,9 @@ Device and preset are read once, from the environment: CUDA and the ``seed``
 preset where a GPU exists, else the CPU and ``small``.
 ``ESTIMATORS_BENCH_DEVICE`` (cpu, cuda) and ``ESTIMATORS_BENCH_PRESET``
 force them; ``python -m tools.run.asv_project`` then names the asv machine
-after the preset, so presets never share a series. Importing this module
+after the preset, so presets never share a series. ``ESTIMATORS_BENCH_TIER``
+(default, full) says which cells of the grid run (``grid.tier_skip_reason``);
+every tier measures the same series. Importing this module
 changes no torch setting: only ``configure_process`` does, and only the
 benchmark modules call it.
 """
@@ -20,7 +22,7 @@ os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
 import torch  # noqa: E402
 
-from .grid import DEFAULT_PRESET  # noqa: E402
+from .grid import DEFAULT_PRESET, DEFAULT_TIER, TIERS  # noqa: E402
 
 CPU_THREADS = int(os.environ.get("ESTIMATORS_BENCH_THREADS", "1"))
 
@@ -36,6 +38,8 @@ DEVICE = _choose("ESTIMATORS_BENCH_DEVICE", "cuda" if torch.cuda.is_available() 
 # Not checked against this commit's presets: a commit without it shows n/a (workload.model), it does not fail
 # the import of the whole suite. tools/run/asv_project.py checks it against HEAD's presets.
 PRESET = os.environ.get("ESTIMATORS_BENCH_PRESET", DEFAULT_PRESET[DEVICE])
+# What the suite leaves out by default (grid.TIERS, grid.tier_skip_reason); the same series in every tier.
+TIER = _choose("ESTIMATORS_BENCH_TIER", DEFAULT_TIER, TIERS)
 # Counted through NVML (above), so the forkserver stays free of CUDA.
 GPUS = torch.cuda.device_count() if DEVICE == "cuda" else 0
 
@@ -67,6 +71,8 @@ class TimingAttributes:
     rounds = 1
     number = 1
     warmup_time = 0.01  # one untimed call: the setup of a sample re-runs before every call anyway
-    # (min samples, max samples, max seconds): CUDA-graph replays spread by ~0.1% (docs/BENCHMARKING.md)
-    repeat = (5, 20, 0.5) if DEVICE == "cuda" else (3, 10, 2.0)
+    # (min samples, max samples, max seconds): CUDA-graph replays spread by ~0.1% (docs/BENCHMARKING.md).
+    # CPU: 1 s of samples a process (2 s before the default tier), at least 3 (every call over 0.33 s), and up to
+    # 10 for a call under 0.1 s (asv's Mann-Whitney test needs 7 samples a side to reach p < 0.002).
+    repeat = (5, 20, 0.5) if DEVICE == "cuda" else (3, 10, 1.0)
     timeout = 600

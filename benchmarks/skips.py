@@ -14,7 +14,7 @@ import torch
 import estimators
 
 from . import grid
-from .machine import DEVICE
+from .machine import DEVICE, TIER
 
 
 def requires_estimator(name: str) -> None:
@@ -44,9 +44,13 @@ def requires_package_step(estimator: str, implementation: str) -> None:
 
 
 def requires_step(estimator: str, implementation: str, batch: int) -> None:
-    """Everything a training step of (estimator, implementation, batch) needs on this machine and commit."""
+    """Everything a training step of (estimator, implementation, batch) needs on this machine, tier and commit.
+
+    The tier's reason comes last: a cell this commit cannot run says so in any tier.
+    """
     skip_if(grid.step_skip_reason(estimator, implementation, batch, DEVICE))
     requires_package_step(estimator, implementation)
+    skip_if(grid.tier_skip_reason(implementation, batch, DEVICE, TIER))
 
 
 def skip_if_out_of_memory(method):
@@ -77,12 +81,22 @@ def requires_dense_step(estimator: str | None, implementation: str, batch: int, 
 
 
 def requires_eager_step(estimator: str, implementation: str, batch: int, precision: str) -> None:
-    """An eager step's cell of the grid (``grid.eager_skip_reason``) and this commit's package."""
+    """An eager step's cell of the grid (``grid.eager_skip_reason``), this commit's package, and the tier
+    (``grid.eager_tier_skip_reason``)."""
     skip_if(grid.eager_skip_reason(implementation, batch, DEVICE))
     requires_package_step(estimator, implementation)
+    skip_if(grid.eager_tier_skip_reason(precision, implementation, TIER))
 
 
 def requires_width_step(estimator: str, implementation: str, batch: int, precision: str, width: int) -> None:
     """A width benchmark's step: CUDA, and this commit's package."""
     skip_if(grid.width_skip_reason(DEVICE, implementation, batch))
     requires_package_step(estimator, implementation)
+
+
+def requires_ratio(timing: str, precision: str, batch: int) -> None:
+    """A ratio cell of this machine (``grid.ratio_skip_reason``) and what its three steps need of this commit:
+    fused and the Floor (the Dense model needs no package code)."""
+    skip_if(grid.ratio_skip_reason(timing, precision, batch, DEVICE))
+    requires_package_step("ste", "fused")
+    requires_package_step("ste", grid.FLOOR)

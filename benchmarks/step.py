@@ -56,14 +56,21 @@ class TrainingStep:
     def _model(self):
         return dense_model(self.width) if self.dense else model(self.width)
 
-    def loss(self) -> torch.Tensor:
+    def loss(self, parameters: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The batch's next-token loss; ``parameters`` ({name: tensor}) replace the model's own for this call
+        (``torch.func.functional_call``), None runs the model as it is."""
         batch_tokens = self.inputs[1]
         with forward_precision(self.precision, DEVICE):
-            return estimators.next_token_loss(self._model()(batch_tokens, **self.kwargs), batch_tokens)
+            if parameters is None:
+                logits = self._model()(batch_tokens, **self.kwargs)
+            else:
+                logits = torch.func.functional_call(self._model(), parameters, (batch_tokens,), self.kwargs)
+            return estimators.next_token_loss(logits, batch_tokens)
 
-    def gradients(self, loss: torch.Tensor):
+    def gradients(self, loss: torch.Tensor, inputs=None):
+        """d loss / d ``inputs`` (default: the model's parameters), keeping ``loss``'s graph for another call."""
         with matmul_precision(self.precision):
-            return torch.autograd.grad(loss, self.inputs[0], retain_graph=True)
+            return torch.autograd.grad(loss, self.inputs[0] if inputs is None else inputs, retain_graph=True)
 
     def eager(self) -> None:
         """One step as a training loop runs it: forward and backward launched from Python, then synchronise."""
@@ -100,42 +107,81 @@ class EagerTimer:
         self.step.gradients(self.loss)
 
 
+def parameter_aliases(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """{name: a new leaf parameter sharing that parameter's storage} for every parameter of ``module``.
+
+    What is differentiated with respect to an alias is the same function of the same numbers, but its
+    autograd leaf (and the AccumulateGrad node built for it) is the alias's alone: graphs others keep
+    alive through the module's own parameters never enter a graph built on the aliases.
+    """
+    return {
+        name: torch.nn.Parameter(parameter.detach(), requires_grad=parameter.requires_grad)
+        for name, parameter in module.named_parameters()
+    }
+
+
 class GraphTimer:
     """CUDA: the forward, and the backward of the captured forward, each captured once in a CUDA graph.
 
     A graph is captured on first use (a forward benchmark never captures a
     backward); a call replays one and synchronises.
+
+    Capture must not depend on what else the process holds. The forward runs
+    the model on the timer's own aliases of its parameters
+    (``parameter_aliases``, through ``torch.func.functional_call``) and the
+    backward differentiates with respect to them: an autograd graph kept alive
+    elsewhere (an eager loss built on the default stream, say) holds
+    AccumulateGrad nodes of the model's parameters on that stream, and a
+    backward that reached one would make the capture depend on the default
+    stream (``cudaErrorStreamCaptureImplicit``). The aliases share the
+    parameters' storage, so the replays compute the eager step's loss and
+    gradients on the same numbers, and see in-place updates of the weights.
+    Warm-up and capture run on one side stream of the timer's (torch's recipe).
     """
 
     def __init__(self, step: TrainingStep):
         self.step = step
 
-    @staticmethod
-    def _warm_up(run):
-        """One eager run off the capture stream: first use (module loading, cuBLAS, the allocator) is not captured."""
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+    @functools.cached_property
+    def parameters(self) -> dict[str, torch.nn.Parameter]:
+        """The timer's leaf aliases of the model's parameters, in ``step.inputs[0]``'s order."""
+        return parameter_aliases(self.step._model())
+
+    def loss_of_aliases(self) -> torch.Tensor:
+        return self.step.loss(self.parameters)
+
+    def gradients_of_aliases(self, loss: torch.Tensor):
+        return self.step.gradients(loss, list(self.parameters.values()))
+
+    @functools.cached_property
+    def stream(self) -> torch.cuda.Stream:
+        return torch.cuda.Stream()
+
+    def _warm_up(self, run):
+        """One eager run on the capture stream before capture: first use (module loading, cuBLAS, the allocator)
+        is not captured."""
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
             run()
-        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.current_stream().wait_stream(self.stream)
 
     @functools.cached_property
     def forward_graph(self) -> torch.cuda.CUDAGraph:
-        self._warm_up(self.step.loss)
+        self._warm_up(self.loss_of_aliases)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.loss = self.step.loss()
+        with torch.cuda.graph(graph, stream=self.stream):
+            self.loss = self.loss_of_aliases()
         graph.replay()
         synchronize()
         return graph
 
     @functools.cached_property
     def backward_graph(self) -> torch.cuda.CUDAGraph:
-        self._warm_up(lambda: self.step.gradients(self.step.loss()))
+        self._warm_up(lambda: self.gradients_of_aliases(self.loss_of_aliases()))
         forward_graph = self.forward_graph  # its loss is what the backward differentiates
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=forward_graph.pool()):
-            self.gradients = self.step.gradients(self.loss)
+        with torch.cuda.graph(graph, pool=forward_graph.pool(), stream=self.stream):
+            self.gradients = self.gradients_of_aliases(self.loss)
         graph.replay()
         synchronize()
         return graph

@@ -44,26 +44,60 @@ def check_tau(tau: object) -> float:
     return float(tau)
 
 
-def check_seed(seed: object, device: torch.device | None = None) -> int | torch.Tensor:
-    """Return ``seed`` as an int in [0, 2**64) (any integer type, not bool), or keep it in device memory.
+_INTEGER_DTYPES = (
+    torch.int64,
+    torch.int32,
+    torch.int16,
+    torch.int8,
+    torch.uint64,
+    torch.uint32,
+    torch.uint16,
+    torch.uint8,
+)
 
-    Where ``device`` is a CUDA device, a 0-d int64 tensor on it is returned as
-    it is (its 64 bits are the seed, ``noise.Seed``): the kernels read it when
-    they run, and reading it here would synchronise. A CPU int64 tensor is read
-    as an int, its 64 bits taken as unsigned.
+
+def check_seed(seed: object, device: torch.device | str | None = None) -> int | torch.Tensor:
+    """Return ``seed`` as an int in [0, 2**64), or keep it in device memory; else ValueError (this message only).
+
+    Accepted: any integer (Python, numpy, a 0-d numpy array; not bool) in [0, 2**64); a 0-d integer tensor
+    (not bool) on the CPU, read as an int: an int64 tensor's 64 bits taken as unsigned (two's complement, so
+    -1 is 2**64 - 1), any other dtype's value, which must lie in [0, 2**64). Where ``device`` is a CUDA
+    device, a 0-d int64 tensor on it is returned as it is (its 64 bits are the seed, ``noise.Seed``): the
+    kernels read it when they run, and reading it here would synchronise.
     """
-    if isinstance(seed, torch.Tensor) and seed.dtype == torch.int64 and seed.dim() == 0:
-        if seed.device.type == "cpu":
-            return int(seed) & (2**64 - 1)
-        if device is None or seed.device != device:
-            raise ValueError(f"a seed tensor must be on the model's device {device}, got {seed.device}")
-        return seed
+    if isinstance(seed, torch.Tensor):
+        return _check_tensor_seed(seed, device)
     try:
         return check_int("seed", seed, 0, 2**64 - 1)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"seed must be an int in [0, 2**64) or a 0-d torch.int64 tensor on the model's device, got {seed!r}"
-        ) from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(_seed_message(seed)) from None
+
+
+def _check_tensor_seed(seed: torch.Tensor, device) -> int | torch.Tensor:
+    if seed.dim() != 0 or seed.dtype not in _INTEGER_DTYPES:
+        raise ValueError(_seed_message(seed))
+    if seed.device.type == "cpu":
+        value = int(seed.item())
+        if seed.dtype == torch.int64:
+            return value & (2**64 - 1)
+        if value < 0:
+            raise ValueError(_seed_message(seed))
+        return value
+    expected = None if device is None else torch.device(device)
+    if expected is not None and expected.type == "cuda" and expected.index is None and torch.cuda.is_available():
+        expected = torch.device("cuda", torch.cuda.current_device())
+    if seed.dtype != torch.int64 or expected is None:
+        raise ValueError(_seed_message(seed))
+    if seed.device != expected:
+        raise ValueError(f"a seed tensor must be on the model's device {expected}, got {seed.device}")
+    return seed
+
+
+def _seed_message(seed: object) -> str:
+    return (
+        "seed must be an int in [0, 2**64), a 0-d integer tensor on the CPU or a 0-d torch.int64 tensor on the "
+        f"model's CUDA device, got {seed!r}"
+    )
 
 
 DEVICE_TYPES = ("cpu", "cuda")
@@ -85,6 +119,24 @@ def check_device(device: object) -> torch.device:
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
             raise ValueError(f"device {parsed} does not exist: this host has {torch.cuda.device_count()} CUDA devices")
     return parsed
+
+
+def check_autocast_mix(device: torch.device, layer_norm_dtypes: Collection[torch.dtype]) -> None:
+    """Raise ValueError where a model with LayerNorm parameters of ``layer_norm_dtypes`` on ``device`` cannot run
+    under the autocast now in force there: on the CPU, an fp16 or bf16 LayerNorm under autocast to another dtype
+    (torch's CPU layer_norm then meets an input of another dtype than its parameters, and refuses)."""
+    if device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+        return
+    autocast = torch.get_autocast_dtype("cpu")
+    mixed = sorted(
+        {str(dtype) for dtype in layer_norm_dtypes if dtype in (torch.float16, torch.bfloat16)} - {str(autocast)}
+    )
+    if mixed:
+        raise ValueError(
+            f"a model with {', '.join(mixed)} parameters cannot run on the CPU under autocast to {autocast}: torch's "
+            "CPU LayerNorm takes no input of another dtype than its parameters. On the CPU, run a float32 or float64 "
+            "model under autocast (bf16 or fp16), or a 16-bit model without autocast or under autocast to its own dtype"
+        )
 
 
 def check_codebook(codebook: object, num_categories: int) -> tuple[float, ...]:
@@ -223,8 +275,14 @@ class StepValueCheck:
         self.safe_tokens = tokens
         self._vocab_size, self._tau, self._margin = vocab_size, tau, margin
         self._reductions = self._copied = None
-        # On CUDA, the tokens' device's stream (and kernels' launches), whichever device is current.
-        with torch.cuda.device(tokens.device) if tokens.is_cuda else contextlib.nullcontext(), torch.no_grad():
+        # On CUDA, the tokens' device's stream (and kernels' launches), whichever device is current. Outside the
+        # caller's autocast: the reductions are of the tensors' own dtypes (autocast's promotion of a stack of
+        # fp16 values under bf16 autocast, or the reverse, raises).
+        with (
+            torch.cuda.device(tokens.device) if tokens.is_cuda else contextlib.nullcontext(),
+            torch.autocast(tokens.device.type, enabled=False),
+            torch.no_grad(),
+        ):
             if not (tokens.is_cuda and torch.cuda.is_current_stream_capturing()):
                 self._queue(tokens, vocab_size, mask_logits, tables)
         if self._reductions is not None and self._copied is None:

@@ -63,7 +63,7 @@ def fused_linear(x: torch.Tensor, layer, draw) -> torch.Tensor:
         >>> y = fused_linear(torch.randn(4, 16, layer.weight.shape[1]), layer, draw)
     """
     device_type = x.device.type
-    arguments = (x, layer.weight, layer.bias, layer.logits, layer.codebook, layer.codes, layer.param_id, draw)
+    arguments = (x, layer.weight, layer.bias, layer.logits, layer.codebook, layer.param_id, draw)
     if not torch.is_autocast_enabled(device_type):
         return _FusedStochasticLinear.apply(*arguments)
     x = x.to(torch.get_autocast_dtype(device_type))
@@ -85,7 +85,9 @@ def fused_linears(x: torch.Tensor, layers, draw) -> torch.Tensor | None:
     storage with the others'). It runs where that needs no other kernel: where the kernels run, the
     estimator's backward needs no per-sample noise (not ``gumbel``, ``gumbel_rao``), and the layers'
     masks were drawn ahead side by side (``draw.drawn`` from ``sampler.draw_bits_by_layer``, each
-    layer's mask a whole number of bytes) for layers of one shape, dtype and codebook, with biases.
+    layer's mask a whole number of bytes) for layers of one shape and dtype, with biases. The layers' codebooks
+    may differ: the kernels read each layer's from a table ``[n, 2]`` of them (one small stacking launch), never
+    from the host.
     Elsewhere it returns None, and the caller applies the layers one by one.
 
     Args:
@@ -114,7 +116,7 @@ def fused_linears(x: torch.Tensor, layers, draw) -> torch.Tensor | None:
     return _FusedStochasticLinears.apply(
         x,
         masks,
-        layers[0].codes,
+        torch.stack([layer.codebook for layer in layers]),
         draw,
         *(tensor for layer in layers for tensor in (layer.weight, layer.bias, layer.logits)),
     )
@@ -140,7 +142,9 @@ def _side_by_side_masks(layers, draw) -> torch.Tensor | None:
             or layer.bias is None
             or layer.bias.dtype != first.bias.dtype
             or layer.logits.dtype != first.logits.dtype
-            or layer.codes != first.codes
+            or layer.codebook.shape != (2,)
+            or layer.codebook.dtype != first.codebook.dtype
+            or layer.codebook.device != first.weight.device
         ):
             return None
     return views[0].as_strided((views[0].shape[0], len(layers) * size), (stride, 1))
@@ -153,7 +157,7 @@ def _dot_precision(kernels) -> str:
 
 class _FusedStochasticLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, logits, codebook, codes, param_id, draw):
+    def forward(ctx, x, weight, bias, logits, codebook, param_id, draw):
         x = x.contiguous()
         kernels = _backend.triton_kernels(x.device) if logits.shape[-1] == 2 else None
         if kernels is not None:
@@ -161,7 +165,7 @@ class _FusedStochasticLinear(torch.autograd.Function):
             masks = draw.drawn.get(param_id)
             if masks is None:
                 masks = sampler.draw_bits(logits, draw.seed, param_id, draw.samples)
-            y = kernels.masked_linear(x, weight, masks, codes, bias, precision=ctx.precision)
+            y = kernels.masked_linear(x, weight, masks, codebook, bias, precision=ctx.precision)
         else:
             masks = sampler.draw_index(logits, draw.seed, param_id, draw.samples)
             y = torch.empty(*x.shape[:2], weight.shape[0], dtype=x.dtype, device=x.device)
@@ -169,7 +173,7 @@ class _FusedStochasticLinear(torch.autograd.Function):
             for rows in _chunks(x.shape[0]):
                 w = _masked_weight(weight32, values, masks[rows]).to(x.dtype)
                 y[rows] = torch.baddbmm(bias.to(x.dtype), x[rows], w.transpose(1, 2))
-        ctx.kernels, ctx.codes, ctx.param_id, ctx.draw = kernels, codes, param_id, draw
+        ctx.kernels, ctx.param_id, ctx.draw, ctx.layer_rows = kernels, param_id, draw, None
         ctx.save_for_backward(x, weight, bias, logits, codebook, masks)
         return y
 
@@ -180,7 +184,7 @@ class _FusedStochasticLinear(torch.autograd.Function):
         need_x, need_w, need_bias, need_logits = ctx.needs_input_grad[:4]
         backward = _kernel_backward if ctx.kernels is not None else _chunked_backward
         dx, dw, dbias, dlogits = backward(ctx, dy, ctx.saved_tensors, need_x, need_w, need_bias, need_logits)
-        return dx, dw, dbias, dlogits, None, None, None, None
+        return dx, dw, dbias, dlogits, None, None, None
 
 
 class _FusedStochasticLinears(torch.autograd.Function):
@@ -188,15 +192,16 @@ class _FusedStochasticLinears(torch.autograd.Function):
     backward where their gradient is wanted), then ``_kernel_backward``'s math."""
 
     @staticmethod
-    def forward(ctx, x, masks, codes, draw, *parameters):
+    def forward(ctx, x, masks, codebooks, draw, *parameters):
         x = x.contiguous()
         kernels = _backend.triton_kernels(x.device)
         weight, bias = torch.cat(parameters[0::3]), torch.cat(parameters[1::3])
         ctx.precision = _dot_precision(kernels)
-        y = kernels.masked_linear(x, weight, masks, codes, bias, precision=ctx.precision)
-        ctx.kernels, ctx.codes, ctx.param_id, ctx.draw = kernels, codes, None, draw  # no noise: no param_id
-        ctx.rows = parameters[0].shape[0]
-        ctx.save_for_backward(x, weight, masks, parameters[1], *parameters[2::3])  # a bias: the biases' dtype
+        ctx.rows = ctx.layer_rows = parameters[0].shape[0]
+        y = kernels.masked_linear(x, weight, masks, codebooks, bias, precision=ctx.precision, layer_rows=ctx.rows)
+        ctx.kernels, ctx.param_id, ctx.draw = kernels, None, draw  # no noise: no param_id
+        # a bias: the biases' dtype
+        ctx.save_for_backward(x, weight, masks, codebooks, parameters[1], *parameters[2::3])
         return y
 
     @staticmethod
@@ -205,9 +210,9 @@ class _FusedStochasticLinears(torch.autograd.Function):
         dy = dy.contiguous()
         wanted = ctx.needs_input_grad[4:]
         need_w, need_bias, need_logits = (any(wanted[kind::3]) for kind in range(3))
-        x, weight, masks, bias, *logits = ctx.saved_tensors
+        x, weight, masks, codebooks, bias, *logits = ctx.saved_tensors
         logits = torch.cat(logits) if need_logits else logits[0]  # unread where no logit gradient is wanted
-        tensors, need_x = (x, weight, bias, logits, None, masks), ctx.needs_input_grad[0]
+        tensors, need_x = (x, weight, bias, logits, codebooks, masks), ctx.needs_input_grad[0]
         dx, dw, dbias, dlogits = _kernel_backward(ctx, dy, tensors, need_x, need_w, need_bias, need_logits)
         layers = len(wanted) // 3
         stacked = [(None,) * layers if g is None else g.split(ctx.rows) for g in (dw, dbias, dlogits)]
@@ -249,10 +254,13 @@ def _bias_grad(dy, bias):
 
 
 def _kernel_backward(ctx, dy, tensors, need_x, need_w, need_bias, need_logits):
-    """dx, dL/dW, dL/dbias, dL/dtheta from the kernels; ``tensors``: (x, W, bias, logits, codebook, mask bits)."""
+    """dx, dL/dW, dL/dbias, dL/dtheta from the kernels; ``tensors``: (x, W, bias, logits, codebook ``[2]`` or
+    table ``[layers, 2]`` of ``ctx.layer_rows`` rows of W each, mask bits)."""
     x, weight, bias, logits, codebook, bits = tensors
-    draw, kernels = ctx.draw, ctx.kernels
-    dx = kernels.masked_linear_input_grad(dy, weight, bits, ctx.codes, precision=ctx.precision) if need_x else None
+    draw, kernels, rows = ctx.draw, ctx.kernels, ctx.layer_rows
+    dx = None
+    if need_x:
+        dx = kernels.masked_linear_input_grad(dy, weight, bits, codebook, precision=ctx.precision, layer_rows=rows)
     dbias = _bias_grad(dy, bias) if need_bias else None
     if not (need_w or need_logits):
         return dx, None, dbias, None
@@ -260,7 +268,7 @@ def _kernel_backward(ctx, dy, tensors, need_x, need_w, need_bias, need_logits):
         dy,
         x,
         bits,
-        ctx.codes,
+        codebook,
         weight,
         logits,
         draw.estimator,
@@ -269,6 +277,7 @@ def _kernel_backward(ctx, dy, tensors, need_x, need_w, need_bias, need_logits):
         need_weight=need_w,
         need_logits=need_logits,
         precision=ctx.precision,
+        layer_rows=rows,
     )
     return dx, dw, dbias, dlogits
 

@@ -25,13 +25,14 @@ LOGIT_INIT_BIAS = 1.5  # added to the logit of the largest code: most weights st
 class StochasticLinear(nn.Module):
     """y_b = x_b (W * m_b)^T + bias, m_b = D_b . c, D_b = estimator(logits, U_b).
 
-    ``param_id`` names this layer's noise stream (see ``noise.uniform``).
+    ``param_id`` names this layer's noise stream (see ``noise.uniform``). The codebook c is the buffer
+    ``codebook`` [K]; every implementation reads its current values when it runs (the Triton kernels from
+    device memory), so ``load_state_dict``, ``.to()`` and in-place edits of it take effect at the next call.
     """
 
     def __init__(self, d_in: int, d_out: int, config: ModelConfig, param_id: int):
         super().__init__()
         self.param_id = param_id
-        self.codes = config.codebook_values  # c as Python floats, for kernels that take scalars
         self.weight = nn.Parameter(torch.empty(d_out, d_in))
         self.bias = nn.Parameter(torch.empty(d_out))
         self.logits = nn.Parameter(torch.empty(d_out, d_in, config.num_categories))
@@ -120,12 +121,14 @@ class StochasticTransformer(nn.Module):
         return list(self._stochastic)
 
     def reset_parameters(self, generator: torch.Generator) -> None:
-        """Deterministic init from ``generator`` (CPU): N(0, 0.02) weights, zero biases, N(0, 1) logits."""
+        """Deterministic init from ``generator`` (CPU): N(0, 0.02) weights, zero biases, N(0, 1) logits, the
+        logit of each layer's largest code (in its ``codebook`` buffer now) raised by ``LOGIT_INIT_BIAS``."""
         for name, p in self.named_parameters():
             with torch.no_grad():
                 if name.endswith("logits"):
                     p.copy_(torch.randn(p.shape, generator=generator))
-                    p[..., int(torch.tensor(self.config.codebook_values).argmax())] += LOGIT_INIT_BIAS
+                    codebook = self.get_submodule(name.rpartition(".")[0]).codebook
+                    p[..., int(codebook.argmax())] += LOGIT_INIT_BIAS
                 elif "ln_" in name:
                     p.fill_(1.0 if name.endswith("weight") else 0.0)
                 elif name.endswith("bias"):
@@ -155,8 +158,9 @@ class StochasticTransformer(nn.Module):
             estimator: one of ``ESTIMATORS``: the gradient estimator of the masks' backward pass.
             implementation: one of ``IMPLEMENTATIONS`` (``"current"`` runs B = 1 only), or ``FLOOR``
                 (``"shared"``: every row uses the first row's mask, the cost floor).
-            seed: the noise every mask is drawn from: an int in [0, 2**64), or a 0-d int64 tensor on the
-                model's CUDA device, whose value the kernels read when they run (its 64 bits are the seed).
+            seed: the noise every mask is drawn from: an int in [0, 2**64) (Python, numpy, or a 0-d integer
+                tensor on the CPU, an int64's 64 bits read as unsigned), or a 0-d int64 tensor on the model's
+                CUDA device, whose value the kernels read when they run (its 64 bits are the seed).
                 A CUDA graph captured with a tensor seed draws the masks of the seed's current value at each
                 replay (see "Device speed in your own loop" in the README); the forward pass snapshots the
                 value, so changing the tensor afterwards does not change this pass's backward.
@@ -165,6 +169,10 @@ class StochasticTransformer(nn.Module):
 
         Returns:
             logits ``[B, T, config.vocab_size]``, in the model's dtype.
+
+        Raises:
+            ValueError: on a bad argument or value, naming the valid ones; on the CPU, for an fp16 or bf16
+                model under autocast to another dtype (torch's CPU LayerNorm cannot run it).
 
         Example::
 
@@ -187,6 +195,9 @@ class StochasticTransformer(nn.Module):
         except (TypeError, ValueError):
             raise ValueError(f"sample_offset must be an int in [0, 2**32 - batch], got {sample_offset!r}") from None
         implementations.check_batch(implementation, batch)
+        if device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            norms = (self.ln_final, *(norm for block in self.blocks for norm in (block.ln_attn, block.ln_mlp)))
+            _checks.check_autocast_mix(device, {p.dtype for norm in norms for p in norm.parameters()})
         margin = _checks.tau_scale_margin(ESTIMATOR_FUNCTIONS[estimator].needs_uniform, self.config.num_categories)
         # Triton launches on the current CUDA device: make it the model's (the backward's are the engine's).
         with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():

@@ -176,8 +176,7 @@ def uniform(
     ``category_major``: the same values, stored with the last axis outermost (``u[..., k]`` is
     contiguous), as the CPU paths for K = 2 read them; the kernels' noise keeps the default layout.
     """
-    if not isinstance(seed, torch.Tensor):
-        _checks.check_seed(seed)
+    seed = _checks.check_seed(seed, device)
     samples = list(samples)
     if not 0 <= param <= MASK32 or any(not 0 <= s <= MASK32 for s in samples):
         raise ValueError("param and sample indices must lie in [0, 2**32)")

@@ -154,18 +154,21 @@ def draw_bits_by_layer(layers: Sequence, seed: noise.Seed, samples: range, table
         return {}
     groups: dict[tuple, list] = {}
     for layer in layers:
-        logits = layer.logits
+        # Read once and held until the launch: a parametrised ``logits`` is a new tensor at every read, whose
+        # memory a later read could reuse.
+        logits = layer.logits.detach()
         if logits.shape[-1] == 2 and logits.is_contiguous() and logits.dtype in kernels.LAYER_LOGITS_DTYPES:
-            groups.setdefault((tuple(logits.shape), logits.dtype, logits.device), []).append(layer)
+            groups.setdefault((tuple(logits.shape), logits.dtype, logits.device), []).append((layer.param_id, logits))
     drawn = {}
     for group in groups.values():
-        device = group[0].logits.device
-        key = (device, tuple(layer.logits.data_ptr() for layer in group), tuple(layer.param_id for layer in group))
+        device = group[0][1].device
+        # The table's contents are its key (addresses and parameter indices): a kept table is never stale.
+        key = (device, tuple(logits.data_ptr() for _, logits in group), tuple(param for param, _ in group))
         table = tables.get(key)
         if table is None:
             if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
                 continue
             table = tables[key] = tuple(torch.tensor(column, dtype=torch.int64, device=device) for column in key[1:])
-        bits = kernels.sample_bits_layers(*table, group[0].logits.detach(), seed, samples)
-        drawn.update((layer.param_id, bits[:, index]) for index, layer in enumerate(group))
+        bits = kernels.sample_bits_layers(*table, group[0][1], seed, samples)
+        drawn.update((param, bits[:, index]) for index, (param, _) in enumerate(group))
     return drawn

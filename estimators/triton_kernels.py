@@ -2,7 +2,10 @@
 
 The noise helpers repeat ``noise.py``'s uint32 steps exactly (the tests
 compare bits). Masks for the fused layer are K = 2 category bits packed 8
-to a byte (``sampler.draw_bits``); a mask value is m = c0 + (c1 - c0) * bit.
+to a byte (``sampler.draw_bits``); a mask value is m = c0 + (c1 - c0) * bit,
+with (c0, c1) read from the codebook in device memory when a kernel runs
+(never a host copy: a loaded, cast or edited codebook, or a CUDA graph's
+replay, sees its current values).
 
 Activations (x, dy) may be fp32, bf16 or fp16; weights and logits keep their
 own dtype; products accumulate in fp32. fp32 matrix products use Triton's
@@ -253,6 +256,21 @@ def _step_values_kernel(
 
 
 @triton.jit
+def _codes(codebook_ptr):
+    """(c0, c1) in fp32, scalars: the first row of a codebook table [layers, 2] (any float dtype, contiguous)."""
+    return tl.load(codebook_ptr).to(tl.float32), tl.load(codebook_ptr + 1).to(tl.float32)
+
+
+@triton.jit
+def _codes_of_rows(codebook_ptr, out, layer_rows, inside):
+    """(c0, c1) in fp32 of each of W's rows ``out`` (a vector): codebook table row out // layer_rows (0 outside)."""
+    row = out // layer_rows
+    code0 = tl.load(codebook_ptr + 2 * row, mask=inside, other=0.0).to(tl.float32)
+    code1 = tl.load(codebook_ptr + 2 * row + 1, mask=inside, other=0.0).to(tl.float32)
+    return code0, code1
+
+
+@triton.jit
 def _mask_bit(bits_ptr, weight, mask):
     byte = tl.load(bits_ptr + (weight >> 3), mask=mask, other=0).to(tl.int32)
     return (byte >> (weight & 7)) & 1
@@ -283,11 +301,14 @@ def _masked_matmul_kernel(
     stride_cb,
     stride_ct,
     stride_cn,
-    # Mask values: m = code0 where the bit is 0, code1 where it is 1.
-    code0,
-    code1,
+    # Mask values: m = c0 where the bit is 0, c1 where it is 1, read from a codebook table [layers, 2] in device
+    # memory: row out // layer_rows for W's row (out feature) out, the row of the layer it belongs to.
+    codebook_ptr,
+    layer_rows,
     # Compile-time switches and tiles.
     HAS_BIAS: tl.constexpr,
+    OUT_ON_K: tl.constexpr,  # W's rows run along k (the input gradient), else along n (the forward)
+    STACKED: tl.constexpr,  # the table has a row per layer (else one row: c0, c1 are scalars)
     BLOCK_T: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -300,9 +321,17 @@ def _masked_matmul_kernel(
     offs_k = tl.arange(0, BLOCK_K)
     a_base = a_ptr + b.to(tl.int64) * stride_ab
     bits_base = mask_bits_ptr + b.to(tl.int64) * mask_stride
+    if not STACKED:
+        code0, code1 = _codes(codebook_ptr)
+    elif not OUT_ON_K:  # one codebook row per output column: loaded once, outside the k loop
+        code0, code1 = _codes_of_rows(codebook_ptr, offs_n, layer_rows, offs_n < n_cols)
+        code0, code1 = code0[None, :], code1[None, :]
     acc = tl.zeros((BLOCK_T, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, reduce_dim, BLOCK_K):
         kk = k0 + offs_k
+        if STACKED and OUT_ON_K:  # one codebook row per reduced index: loaded per k block
+            code0, code1 = _codes_of_rows(codebook_ptr, kk, layer_rows, kk < reduce_dim)
+            code0, code1 = code0[:, None], code1[:, None]
         a = tl.load(
             a_base + offs_t[:, None] * stride_at + kk[None, :] * stride_ak,
             mask=(offs_t[:, None] < time) & (kk[None, :] < reduce_dim),
@@ -375,11 +404,13 @@ def _masked_weight_grad_kernel(
     stride_rb,
     stride_rt,
     stride_rc,
-    # Scalars of the estimator and the codebook.
+    # The estimator's temperature; the codebook table [layers, 2] in device memory (read only when NOISE is an
+    # estimator's code), its row out // layer_rows for W's row out.
     inv_tau,
-    code0,
-    code1,
+    codebook_ptr,
+    layer_rows,
     # Compile-time switches and tiles.
+    STACKED: tl.constexpr,  # the table has a row per layer (else one row)
     LHS_IS_X: tl.constexpr,
     NOISE: tl.constexpr,
     SEED_ON_DEVICE: tl.constexpr,
@@ -411,6 +442,15 @@ def _masked_weight_grad_kernel(
         weight = offs_r[:, None] * cols + offs_c[None, :]
     if NOISE != NO_NOISE:  # the coefficient's math in fp32, whatever the logits' dtype
         param_key = _param_key(seed_ptr, key, SEED_ON_DEVICE)
+        if not STACKED:
+            code0, code1 = _codes(codebook_ptr)
+        elif LHS_IS_X:  # W's rows are the tile's columns
+            code0, code1 = _codes_of_rows(codebook_ptr, offs_c, layer_rows, offs_c < cols)
+            code0, code1 = code0[None, :], code1[None, :]
+        else:
+            code0, code1 = _codes_of_rows(codebook_ptr, offs_r, layer_rows, offs_r < rows)
+            code0, code1 = code0[:, None], code1[:, None]
+        gap = code1 - code0
         theta0 = tl.load(logits_ptr + 2 * weight, mask=tile_mask, other=0.0).to(tl.float32)
         theta1 = tl.load(logits_ptr + 2 * weight + 1, mask=tile_mask, other=0.0).to(tl.float32)
     sum_all = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
@@ -444,7 +484,7 @@ def _masked_weight_grad_kernel(
                 z0 = theta0 + _gumbel(_uniform((2 * weight).to(tl.uint32), ka, kb))
                 z1 = theta1 + _gumbel(_uniform((2 * weight + 1).to(tl.uint32), ka, kb))
                 y1 = tl.sigmoid((z1 - z0) * inv_tau)
-                sum_alpha += g * (y1 * (1.0 - y1) * (code1 - code0) * inv_tau)
+                sum_alpha += g * (y1 * (1.0 - y1) * gap * inv_tau)
             if NOISE == GUMBEL_RAO:
                 ka, kb = _sample_keys(param_key, first_sample, b)
                 jacobian = _gumbel_rao_jacobian(
@@ -456,7 +496,7 @@ def _masked_weight_grad_kernel(
                     inv_tau,
                     DRAWS,
                 )
-                sum_alpha += g * (jacobian * (code1 - code0) * inv_tau)
+                sum_alpha += g * (jacobian * gap * inv_tau)
             g = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
     plane = rows * cols
     out = out_ptr + split.to(tl.int64) * 3 * plane + weight
@@ -477,12 +517,14 @@ def _param_grads_kernel(
     # Sizes.
     n_weights,
     splits,
-    # Scalars of the estimator and the codebook.
+    # Scalars of the estimator; the codebook table [layers, 2] in device memory, its row
+    # weight // layer_weights for flat weight index weight (layer_weights: the weights of a layer).
     inv_tau,
-    gap,
-    code0,
-    code1,
+    gst_gap,
+    codebook_ptr,
+    layer_weights,
     # Compile-time switches and the block.
+    STACKED: tl.constexpr,  # the table has a row per layer (else one row)
     ESTIMATOR: tl.constexpr,
     HAS_DW: tl.constexpr,
     HAS_DLOGITS: tl.constexpr,
@@ -496,13 +538,17 @@ def _param_grads_kernel(
     for reinmax (r = softmax(theta)): sum over the sampled category s of
     (2 q0(s) q1(s) - r0 r1 / 2) d * S_s, with q(1) = (p0 / 2, (1 + p1) / 2) and
     q(0) = ((1 + p0) / 2, p1 / 2), i.e. pi1 = (p + D) / 2;
-    for gst (theta' = the gapped logits of each sample s, gap ``gap``, q = softmax(theta' / tau)):
+    for gst (theta' = the gapped logits of each sample s, gap ``gst_gap``, q = softmax(theta' / tau)):
     sum over s of q0(s) q1(s) d / tau * S_s;
     for gumbel and gumbel_rao: the batch sum of G_b * alpha_b, the third partial sum.
     These are ``gradients``' formulas for K = 2, where J(pi) c = pi0 pi1 d (-1, 1).
     """
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n_weights
+    if STACKED:
+        code0, code1 = _codes_of_rows(codebook_ptr, offs, layer_weights, mask)
+    else:
+        code0, code1 = _codes(codebook_ptr)
     sum_all = tl.zeros((BLOCK,), tl.float32)
     sum_set = tl.zeros((BLOCK,), tl.float32)
     sum_alpha = tl.zeros((BLOCK,), tl.float32)
@@ -523,8 +569,8 @@ def _param_grads_kernel(
             theta0 = tl.load(logits_ptr + 2 * offs, mask=mask, other=0.0).to(tl.float32)
             theta1 = tl.load(logits_ptr + 2 * offs + 1, mask=mask, other=0.0).to(tl.float32)
             top = tl.maximum(theta0, theta1)
-            lead_set = top - tl.minimum(theta0, top - gap)  # theta'_1 - theta'_0 where category 1 was drawn
-            lead_unset = tl.minimum(theta1, top - gap) - top  # ... where category 0 was drawn
+            lead_set = top - tl.minimum(theta0, top - gst_gap)  # theta'_1 - theta'_0 where category 1 was drawn
+            lead_unset = tl.minimum(theta1, top - gst_gap) - top  # ... where category 0 was drawn
             coefficient_set = tl.sigmoid(lead_set * inv_tau) * tl.sigmoid(-lead_set * inv_tau)
             coefficient_unset = tl.sigmoid(lead_unset * inv_tau) * tl.sigmoid(-lead_unset * inv_tau)
             d1 = w * (code1 - code0) * inv_tau * (coefficient_unset * sum_unset + coefficient_set * sum_set)
@@ -773,11 +819,40 @@ def _sample_stride(mask_bits: torch.Tensor) -> int:
     return mask_bits.stride(0)
 
 
+def _codebook_table(codebook: torch.Tensor, out_features: int, layer_rows: int | None, device) -> tuple:
+    """The kernels' (codebook table ``[layers, 2]``, rows of W per layer, whether layers > 1) for ``codebook``:
+    a K = 2 codebook ``[2]`` (one layer: passed as it is) or a table ``[layers, 2]`` whose row l holds the codebook
+    of W's rows ``l * layer_rows`` to ``(l + 1) * layer_rows - 1``; a floating tensor on the kernels' device, read
+    by the kernels when they run (never copied to the host)."""
+    if not isinstance(codebook, torch.Tensor) or not codebook.is_floating_point():
+        raise TypeError(
+            f"codebook must be a floating-point tensor [2] or [layers, 2] on the device, got {type(codebook).__name__}"
+            + (f" of dtype {codebook.dtype}" if isinstance(codebook, torch.Tensor) else "")
+        )
+    if codebook.device != device:
+        raise ValueError(f"codebook must be on the activations' device {device}, got {codebook.device}")
+    if codebook.shape == (2,):  # one layer's: the kernels read it as the table [1, 2] at the same address
+        return codebook.contiguous(), out_features, False
+    if codebook.dim() != 2 or codebook.shape[1] != 2 or codebook.shape[0] < 1:
+        raise ValueError(f"codebook must have shape [2] or [layers, 2], got {tuple(codebook.shape)}")
+    layers = codebook.shape[0]
+    if layer_rows is None:
+        layer_rows = out_features // layers
+    if layer_rows < 1 or layers * layer_rows != out_features:
+        raise ValueError(
+            f"a codebook table of {layers} rows needs W's {out_features} rows split into {layers} layers of "
+            f"layer_rows each, got layer_rows={layer_rows}"
+        )
+    return codebook.contiguous(), layer_rows, layers > 1
+
+
 def _tiles_for(dtype: torch.dtype, fp32_tiles: dict, tiles_16bit: dict) -> dict:
     return fp32_tiles if dtype == torch.float32 else tiles_16bit
 
 
-def _masked_matmul(a, weight, mask_bits, codes, bias, transpose_weight: bool, tiles, precision: str, weight_copy=False):
+def _masked_matmul(
+    a, weight, mask_bits, codebook, bias, transpose_weight: bool, tiles, precision: str, weight_copy, layer_rows
+):
     """C = A (W * M)^T (forward) or A (W * M) (``transpose_weight``: the input gradient).
 
     The dot's second operand B[k, n] is W[n, k] in the forward, read with k (W's rows) contiguous; in the
@@ -790,6 +865,7 @@ def _masked_matmul(a, weight, mask_bits, codes, bias, transpose_weight: bool, ti
     if tiles is None:
         large = batch * time * n_cols >= LARGE_OUTPUT
         tiles = MATMUL_TILES_BY_SHAPE[a.dtype != torch.float32, transpose_weight, large]
+    codebook, layer_rows, stacked = _codebook_table(codebook, out_features, layer_rows, a.device)
     c = torch.empty(batch, time, n_cols, dtype=a.dtype, device=a.device)
     bit_stride_n, bit_stride_k = (1, in_features) if transpose_weight else (in_features, 1)
     stride_wn, stride_wk = bit_stride_n, bit_stride_k
@@ -815,42 +891,59 @@ def _masked_matmul(a, weight, mask_bits, codes, bias, transpose_weight: bool, ti
         bit_stride_n,
         bit_stride_k,
         *c.stride(),
-        *codes,
+        codebook,
+        layer_rows,
         HAS_BIAS=bias is not None,
+        OUT_ON_K=transpose_weight,
+        STACKED=stacked,
         PRECISION=precision,
         **tiles,
     )
     return c
 
 
-def masked_linear(x, weight, mask_bits, codes, bias, tiles=None, precision=DOT_PRECISION) -> torch.Tensor:
+def masked_linear(
+    x, weight, mask_bits, codebook, bias, tiles=None, precision=DOT_PRECISION, layer_rows=None
+) -> torch.Tensor:
     """y[b] = x[b] (W * m_b)^T + bias: the fused layer's forward.
 
     Args:
         x: ``[B, T, in]``.
         weight: W ``[out, in]``.
         mask_bits: uint8 ``[B, ceil(out * in / 8)]``, sample b's mask bits (``sampler.draw_bits``).
-        codes: (c0, c1), the mask values of bit 0 and bit 1: m_b = c0 + (c1 - c0) * bit.
+        codebook: the mask values (c0, c1) of bit 0 and bit 1, m_b = c0 + (c1 - c0) * bit: a floating tensor
+            ``[2]`` on x's device (fp32, fp16, bf16 or fp64; the kernel reads it when it runs and computes in
+            fp32), or a table ``[layers, 2]``, one row per layer of W's rows stacked (``layer_rows`` rows each).
         bias: ``[out]`` or None.
         tiles: ``MATMUL_TILES``' keys (the kernel's tile sizes and warps); None: ``MATMUL_TILES_BY_SHAPE``'s
             for the activations' dtype, the pass and the output's size.
         precision: the fp32 dot product's ``input_precision`` ("tf32x3", "tf32", "ieee").
+        layer_rows: the rows of W per codebook row; None: out / layers (W is ``layers`` layers of equal size).
 
     Returns:
         y ``[B, T, out]`` in x's dtype.
     """
-    return _masked_matmul(x, weight.contiguous(), mask_bits, codes, bias, False, tiles, precision)
+    return _masked_matmul(x, weight.contiguous(), mask_bits, codebook, bias, False, tiles, precision, False, layer_rows)
 
 
 def masked_linear_input_grad(
-    dy, weight, mask_bits, codes, tiles=None, precision=DOT_PRECISION, weight_copy=INPUT_GRAD_WEIGHT_COPY
+    dy,
+    weight,
+    mask_bits,
+    codebook,
+    tiles=None,
+    precision=DOT_PRECISION,
+    weight_copy=INPUT_GRAD_WEIGHT_COPY,
+    layer_rows=None,
 ):
     """dx[b] = dy[b] (W * m_b) for dy ``[B, T, out]``: ``[B, T, in]``; arguments as ``masked_linear``.
 
     ``weight_copy``: read W from a transposed copy (one [in, out] copy a call), so that the dot's operand
     is contiguous along the reduced dimension as in the forward.
     """
-    return _masked_matmul(dy, weight.contiguous(), mask_bits, codes, None, True, tiles, precision, weight_copy)
+    return _masked_matmul(
+        dy, weight.contiguous(), mask_bits, codebook, None, True, tiles, precision, weight_copy, layer_rows
+    )
 
 
 def _time_major(activations: torch.Tensor) -> torch.Tensor:
@@ -858,7 +951,7 @@ def _time_major(activations: torch.Tensor) -> torch.Tensor:
     return activations.transpose(1, 2).contiguous().transpose(1, 2)
 
 
-def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs, time_major):
+def _weight_grad_partials(dy, x, mask_bits, codebook, layer_rows, noisy, tiles, precision, target_programs, time_major):
     """fp32 [splits, 3, out, in]: the partial sums of ``masked_weight_grad``, one group of samples a split.
 
     ``noisy``: None, or (estimator in ``NOISE_ESTIMATORS``, logits, seed, param, first_sample, tau).
@@ -890,6 +983,7 @@ def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, targ
         estimator, logits, seed, param, first_sample, tau = noisy
         logits, inv_tau = logits.contiguous(), 1.0 / tau
     seed_ptr, key, on_device = _seed_arguments(seed, param, logits)
+    codebook, layer_rows, stacked = _codebook_table(codebook, out_features, layer_rows, dy.device)
     grid = (_cdiv(rows, tiles["BLOCK_R"]), _cdiv(cols, tiles["BLOCK_C"]), splits)
     launch(
         _masked_weight_grad_kernel,
@@ -911,7 +1005,9 @@ def _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, targ
         *lhs.stride(),
         *rhs.stride(),
         inv_tau,
-        *codes,
+        codebook,
+        layer_rows,
+        STACKED=stacked,
         LHS_IS_X=time_major,
         NOISE=NO_NOISE.value if estimator is None else ESTIMATOR_CODES[estimator],
         SEED_ON_DEVICE=on_device,
@@ -926,12 +1022,13 @@ def masked_weight_grad(
     dy,
     x,
     mask_bits,
-    codes,
+    codebook,
     gumbel=None,
     tiles=None,
     precision=DOT_PRECISION,
     target_programs=TARGET_PROGRAMS,
     time_major=None,
+    layer_rows=None,
 ):
     """Sums over the batch of G_b = dy_b^T x_b, unmasked and masked: what the weight and logit gradients need.
 
@@ -944,7 +1041,7 @@ def masked_weight_grad(
     Args:
         dy: ``[B, T, out]``.
         x: ``[B, T, in]``.
-        mask_bits, codes: as ``masked_linear``.
+        mask_bits, codebook, layer_rows: as ``masked_linear`` (the codebook is read only with ``gumbel``).
         gumbel: None, or (logits ``[out, in, 2]``, seed, param, first_sample, tau) to also sum the
             straight-through Gumbel-softmax coefficient alpha_b = y0 y1 (c1 - c0) / tau with
             y = softmax((theta + G(U_b)) / tau), the noise recomputed from its counter-based hash
@@ -961,7 +1058,9 @@ def masked_weight_grad(
         (sum_b G_b, sum_b G_b * bit_b, sum_b G_b * alpha_b or None), fp32 ``[out, in]`` each.
     """
     noisy = None if gumbel is None else ("gumbel", *gumbel)
-    partial = _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs, time_major)
+    partial = _weight_grad_partials(
+        dy, x, mask_bits, codebook, layer_rows, noisy, tiles, precision, target_programs, time_major
+    )
     sums = partial.sum(0)
     return sums[0], sums[1], (sums[2] if gumbel is not None else None)
 
@@ -970,7 +1069,7 @@ def masked_param_grads(
     dy,
     x,
     mask_bits,
-    codes,
+    codebook,
     weight,
     logits,
     estimator: str,
@@ -982,11 +1081,12 @@ def masked_param_grads(
     precision=DOT_PRECISION,
     target_programs=TARGET_PROGRAMS,
     time_major=None,
+    layer_rows=None,
 ):
     """dL/dW and dL/dtheta of a fused K = 2 layer in two launches: the batch sums, then ``_param_grads_kernel``.
 
     Args:
-        dy, x, mask_bits, codes: as ``masked_weight_grad``.
+        dy, x, mask_bits, codebook, layer_rows: as ``masked_linear``.
         weight: W ``[out, in]``; logits: theta ``[out, in, 2]``.
         estimator: a name in ``ESTIMATOR_CODES``; tau: its temperature.
         noise_stream: (seed, param, first_sample) of the masks' noise (Gumbel-softmax and Gumbel-Rao recompute it).
@@ -998,7 +1098,10 @@ def masked_param_grads(
         (dL/dW in W's dtype or None, dL/dtheta in the logits' dtype or None).
     """
     noisy = (estimator, logits, *noise_stream, tau) if estimator in NOISE_ESTIMATORS else None
-    partial = _weight_grad_partials(dy, x, mask_bits, codes, noisy, tiles, precision, target_programs, time_major)
+    partial = _weight_grad_partials(
+        dy, x, mask_bits, codebook, layer_rows, noisy, tiles, precision, target_programs, time_major
+    )
+    codebook, layer_rows, stacked = _codebook_table(codebook, weight.shape[0], layer_rows, dy.device)
     dw = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else None
     dlogits = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_logits else None
     n_weights = weight.numel()
@@ -1014,7 +1117,9 @@ def masked_param_grads(
         partial.shape[0],
         1.0 / tau,
         GST_GAP,
-        *codes,
+        codebook,
+        layer_rows * weight.shape[1],
+        STACKED=stacked,
         ESTIMATOR=ESTIMATOR_CODES[estimator],
         HAS_DW=need_weight,
         HAS_DLOGITS=need_logits,

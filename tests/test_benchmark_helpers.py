@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -78,6 +79,71 @@ def test_graph_replays_compute_the_eager_step(step):
     torch.testing.assert_close(step.timer.loss, eager_loss)
     for replayed, eager in zip(step.timer.gradients, eager_grads, strict=True):
         torch.testing.assert_close(replayed, eager)
+
+
+def _accumulated_leaves(loss: torch.Tensor) -> set[int]:
+    """ids of the leaves whose AccumulateGrad nodes ``loss``'s autograd graph reaches."""
+    leaves, seen, pending = set(), set(), [loss.grad_fn]
+    while pending:
+        node = pending.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ == "AccumulateGrad":
+            leaves.add(id(node.variable))
+        pending.extend(next_node for next_node, _ in node.next_functions)
+    return leaves
+
+
+def test_parameter_aliases_share_storage_but_not_leaves():
+    model = estimators.build_model(
+        estimators.ModelConfig(d_model=16, n_head=2, n_layer=1, d_ff=24, vocab_size=20, seq_len=8)
+    )
+    aliases = step_module.parameter_aliases(model)
+    assert list(aliases) == [name for name, _ in model.named_parameters()]
+    for alias, parameter in zip(aliases.values(), model.parameters(), strict=True):
+        assert alias is not parameter and alias.is_leaf and alias.requires_grad
+        assert alias.data_ptr() == parameter.data_ptr() and alias.shape == parameter.shape
+    with torch.no_grad():
+        model.head.weight.add_(1.0)  # an in-place update of a weight is the alias's too
+    torch.testing.assert_close(aliases["head.weight"], model.head.weight, rtol=0, atol=0)
+
+
+def test_the_graph_timer_differentiates_its_own_leaves(step):
+    """The capture's loss reaches only the timer's aliases, never the AccumulateGrad nodes of an eager loss kept
+    alive on the model's parameters, and its gradients are the eager step's (run here on the CPU, uncaptured)."""
+    held = step.loss()  # another graph on the model's own parameters, kept alive while the timer's is built
+    timer = step_module.GraphTimer(step)  # builds nothing on the device until a graph is used
+    loss = timer.loss_of_aliases()
+    parameters = {id(p) for p in step.inputs[0]}
+    assert _accumulated_leaves(held) == parameters
+    assert _accumulated_leaves(loss) == {id(p) for p in timer.parameters.values()}
+    assert not _accumulated_leaves(loss) & parameters
+    torch.testing.assert_close(loss, held, rtol=0, atol=0)
+    for alias_gradient, eager_gradient in zip(timer.gradients_of_aliases(loss), step.gradients(held), strict=True):
+        torch.testing.assert_close(alias_gradient, eager_gradient)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(DEVICE != "cuda", reason="the suite runs on CUDA only where a GPU exists")
+@pytest.mark.parametrize("implementation", ["bmm", "fused"])
+def test_a_capture_is_independent_of_graphs_the_process_holds(implementation):
+    """An eager loss of the same model, built on the default stream and kept alive, holds AccumulateGrad nodes of
+    the parameters on the legacy stream; a backward capture that reached one would fail
+    (cudaErrorStreamCaptureImplicit). The timer captures both passes anyway, and its replays are the eager step."""
+    step = step_module.TrainingStep("ste", implementation, 2)
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
+    held = step.loss()
+    eager_gradients = step.gradients(held)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        step.timer.forward_backward()
+    assert not [w for w in caught if "AccumulateGrad node's stream" in str(w.message)]
+    step.timer.forward_backward()  # a second replay of both graphs: the same numbers
+    torch.testing.assert_close(step.timer.loss, held)
+    for replayed, eager in zip(step.timer.gradients, eager_gradients, strict=True):
+        torch.testing.assert_close(replayed, eager)
+    step.gradients(held)  # the held graph is intact
 
 
 @pytest.mark.cuda

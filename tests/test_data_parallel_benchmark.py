@@ -39,7 +39,7 @@ def test_fewer_than_two_gpus_is_na(device, gpus):
 
 
 def test_report_reads_steps_and_efficiency_from_the_tracks():
-    from tools.reporting.report import data_parallel_report
+    from tools.reporting.report import EmptyReport, data_parallel_report
     from tools.reporting.results import Measurement
 
     class OneCell:  # Measurements' API: fused fp32 at 64 rows per GPU only
@@ -55,7 +55,8 @@ def test_report_reads_steps_and_efficiency_from_the_tracks():
 
     table = data_parallel_report(OneCell(), "two-gpus")
     assert table.splitlines()[-1] == "| fp32 | fused | 64 | 16.00 | 20.00 | 0.156 | 0.800 |"
-    assert "no data-parallel results" in data_parallel_report(type("Empty", (OneCell,), {"figures": {}})(), "cpu")
+    with pytest.raises(EmptyReport, match="no data-parallel results"):
+        data_parallel_report(type("Empty", (OneCell,), {"figures": {}})(), "cpu")
 
 
 def test_the_benchmark_is_na_without_figures_and_for_cases_out_of_memory():

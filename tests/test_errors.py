@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,6 +100,77 @@ def test_bad_seed(model, tokens, seed):
         model(tokens, estimator="ste", implementation="bmm", seed=seed)
 
 
+SEED_MESSAGE = r"seed must be an int in \[0, 2\*\*64\)"
+# Seeds in [0, 2**64) of every integer type: (seed, the int it is).
+GOOD_ODD_SEEDS = {
+    "uint64_max_tensor": (torch.tensor(2**64 - 1, dtype=torch.uint64), 2**64 - 1),
+    "uint64_tensor": (torch.tensor(2**63 + 5, dtype=torch.uint64), 2**63 + 5),
+    "uint32_max_tensor": (torch.tensor(2**32 - 1, dtype=torch.uint32), 2**32 - 1),
+    "uint16_tensor": (torch.tensor(7, dtype=torch.uint16), 7),
+    "int8_tensor": (torch.tensor(7, dtype=torch.int8), 7),
+    "int32_tensor": (torch.tensor(2**31 - 1, dtype=torch.int32), 2**31 - 1),
+    "int64_tensor_two_complement": (torch.tensor(-1, dtype=torch.int64), 2**64 - 1),
+    "numpy_uint64_max": (np.uint64(2**64 - 1), 2**64 - 1),
+    "numpy_0d_uint64": (np.array(2**64 - 1, dtype=np.uint64), 2**64 - 1),
+    "numpy_int8": (np.int8(3), 3),
+    "int_2_64_minus_1": (2**64 - 1, 2**64 - 1),
+}
+BAD_ODD_SEEDS = {
+    "int32_negative_tensor": torch.tensor(-1, dtype=torch.int32),
+    "int8_negative_tensor": torch.tensor(-128, dtype=torch.int8),
+    "uint64_vector": torch.tensor([3], dtype=torch.uint64),
+    "float_tensor": torch.tensor(5.0),
+    "bool_tensor": torch.tensor(True),
+    "complex_tensor": torch.tensor(1 + 0j),
+    "empty_tensor": torch.tensor([], dtype=torch.int64),
+    "numpy_negative": np.int64(-1),
+    "numpy_vector": np.array([1, 2]),
+    "numpy_float": np.float64(3.0),
+    "numpy_bool": np.bool_(True),
+    "huge": 2**200,
+    "huge_negative": -(2**200),
+    "2**64": 2**64,
+    "complex": 1j,
+    "string": "5",
+    "bytes": b"5",
+    "list": [5],
+}
+
+
+def _seed_entry_points(seed):
+    """Every public entry point taking a seed, as (name, call)."""
+    model = estimators.build_model(CONFIGS["tiny"], seed=0)
+    tokens = random_tokens(CONFIGS["tiny"], 2, seed=0)[:, :4]
+    yield "build_model", lambda: estimators.build_model(CONFIGS["tiny"], seed=seed)
+    for implementation in (*estimators.IMPLEMENTATIONS, estimators.FLOOR):
+        if implementation == "compiled":
+            continue  # bmm's checks, compiled: the forward checks the seed before it runs anything
+        rows = tokens[:1] if implementation == "current" else tokens
+        yield implementation, lambda i=implementation, r=rows: model(r, estimator="ste", implementation=i, seed=seed)
+    yield "noise.uniform", lambda: estimators.noise.uniform(seed, 0, range(2), (3, 2))
+
+
+@pytest.mark.parametrize("name", GOOD_ODD_SEEDS)
+def test_seeds_of_every_integer_type_in_range_are_their_value(name):
+    seed, value = GOOD_ODD_SEEDS[name]
+    for entry, call in _seed_entry_points(seed):
+        got = call()
+        want = dict(_seed_entry_points(value))[entry]()
+        if isinstance(got, torch.nn.Module):
+            got, want = got.state_dict(), want.state_dict()
+            assert all(torch.equal(got[key], want[key]) for key in want), entry
+        else:
+            assert torch.equal(got, want), entry
+
+
+@pytest.mark.parametrize("name", BAD_ODD_SEEDS)
+def test_bad_seeds_raise_the_seed_checks_own_message(name):
+    """Never torch's 'value cannot be converted to type int64_t without overflow' or a TypeError."""
+    for _entry, call in _seed_entry_points(BAD_ODD_SEEDS[name]):
+        with pytest.raises(ValueError, match=SEED_MESSAGE):
+            call()
+
+
 @pytest.mark.parametrize("bad", [-1, 50, 1000])
 def test_token_ids_out_of_range(model, tokens, bad):
     tokens = tokens.clone()
@@ -164,3 +236,18 @@ def test_bad_config(kwargs, message):
 def test_packed_masks_need_two_categories():
     with pytest.raises(ValueError, match="packed masks need K = 2 categories, got K = 3"):
         estimators.sampler.draw_bits(torch.zeros(2, 2, 3), 0, 0, [0])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_seed_tensors_on_a_cuda_model():
+    """On a CUDA model: an int64 device seed is read by the kernels; a CPU integer tensor is read as its value;
+    a device seed of another integer dtype gets the seed check's message (its value would need a sync)."""
+    model = estimators.build_model(CONFIGS["tiny"], device="cuda", seed=0)
+    tokens = random_tokens(CONFIGS["tiny"], 2, seed=0)[:, :4].cuda()
+    want = model(tokens, estimator="ste", implementation="fused", seed=2**64 - 1)
+    for seed in (torch.tensor(-1, device="cuda"), torch.tensor(2**64 - 1, dtype=torch.uint64)):
+        torch.testing.assert_close(model(tokens, estimator="ste", implementation="fused", seed=seed), want)
+    for seed in (torch.tensor(5, dtype=torch.uint64, device="cuda"), torch.tensor(5, dtype=torch.int32, device="cuda")):
+        with pytest.raises(ValueError, match=SEED_MESSAGE):
+            model(tokens, estimator="ste", implementation="fused", seed=seed)

@@ -83,16 +83,17 @@ def test_bound_launches_compute_what_the_jit_launch_does():
     logits = torch.randn(24, 48, 2, device="cuda", generator=generator)
     _launch._compiled.clear()
     _launch._recent.clear()
+    codebook = torch.tensor((0.0, 1.0), device="cuda")
     runs = []
     for _ in range(3):  # the first through kernel[grid], the others through the launcher
         bits = triton_kernels.sample_bits(logits, 7, 3, range(3))
-        runs.append((bits, triton_kernels.masked_linear(x, weight, bits, (0.0, 1.0), bias)))
+        runs.append((bits, triton_kernels.masked_linear(x, weight, bits, codebook, bias)))
     assert _launch._compiled, "no launch was bound"
     for bits, y in runs[1:]:
         assert torch.equal(bits, runs[0][0]) and torch.equal(y, runs[0][1])
     # An unaligned view is another specialisation: launched through kernel[grid] again, right all the same.
     unaligned = torch.empty(x.numel() + 1, device="cuda")[1:].view_as(x).copy_(x)
-    y = triton_kernels.masked_linear(unaligned, weight, runs[0][0], (0.0, 1.0), bias)
+    y = triton_kernels.masked_linear(unaligned, weight, runs[0][0], codebook, bias)
     torch.testing.assert_close(y, runs[0][1], rtol=0, atol=0)
 
 

@@ -15,6 +15,7 @@ import torch
 
 import estimators
 from benchmarks.workload import random_tokens
+from estimators import _checks
 from estimators.model import next_token_loss
 from estimators.reference import per_sample_logits
 
@@ -93,6 +94,58 @@ def test_every_implementation_in_a_bf16_model_matches_the_fp32_reference(estimat
         assert got[0].dtype == torch.bfloat16, implementation
         assert all(g.dtype == torch.bfloat16 for g in got[1].values()), implementation
         assert_relatively_close(got, want, RELATIVE_TOLERANCE[torch.bfloat16], f"bf16 model {implementation}")
+
+
+# A 16-bit model under autocast to the other 16-bit dtype: (the model's dtype, autocast's).
+MIXES = [(torch.float16, torch.bfloat16), (torch.bfloat16, torch.float16)]
+MIX_IDS = ["fp16_model_bf16_autocast", "bf16_model_fp16_autocast"]
+
+
+@pytest.mark.parametrize("model_dtype, autocast_dtype", MIXES, ids=MIX_IDS)
+def test_the_value_checks_run_outside_the_callers_autocast(model_dtype, autocast_dtype):
+    """StepValueCheck reduces the logits in their own dtype under any autocast, and still raises on a bad value
+    (it once stacked them under the caller's autocast: 'Unexpected floating ScalarType in at::autocast::prioritize')."""
+    logits = [torch.randn(4, 3, 2).to(model_dtype) for _ in range(3)]
+    tokens = torch.tensor([[1, 2, 3]])
+    with torch.autocast("cpu", dtype=autocast_dtype):
+        _checks.StepValueCheck(tokens, 5, logits, 1.0, 0.0).result()
+        logits[1][2, 1, 0] = float("nan")
+        with pytest.raises(ValueError, match="not finite"):
+            _checks.StepValueCheck(tokens, 5, logits, 1.0, 0.0).result()
+
+
+@pytest.mark.parametrize("model_dtype, autocast_dtype", MIXES, ids=MIX_IDS)
+def test_a_16_bit_model_under_cpu_autocast_to_the_other_dtype_is_refused_clearly(model_dtype, autocast_dtype):
+    """On the CPU no implementation can run it (torch's CPU LayerNorm refuses an fp32 input with 16-bit parameters,
+    in a plain torch block too): every implementation raises an error naming what runs."""
+    config = CONFIGS["tiny"]
+    model = estimators.build_model(config, seed=3).to(model_dtype)
+    for implementation in (*_implementations(1, compiled=True), estimators.FLOOR):
+        with pytest.raises(ValueError, match=r"cannot run on the CPU under autocast to .*run a float32 or float64"):
+            _logits_and_gradients(model, random_tokens(config, 1, seed=0), "ste", implementation, autocast_dtype)
+    with torch.autocast("cpu", dtype=model_dtype):  # its own dtype runs
+        model(random_tokens(config, 1, seed=0), estimator="ste", implementation="bmm", seed=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("model_dtype, autocast_dtype", MIXES, ids=MIX_IDS)
+@pytest.mark.parametrize("estimator", ["ste", "gumbel_rao"])
+def test_a_16_bit_model_under_cuda_autocast_to_the_other_dtype(model_dtype, autocast_dtype, estimator):
+    """On CUDA (LayerNorm runs in fp32 under autocast) every implementation runs forward and backward of the mix,
+    gradients in the parameters' dtype, within bf16's tolerance of the fp32 reference on the same values."""
+    config = CONFIGS["odd-k2"]
+    model = estimators.build_model(config, device="cuda", seed=3).to(model_dtype)
+    fp32_model = estimators.build_model(config, device="cuda", seed=3)
+    fp32_model.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    tokens = random_tokens(config, 3, seed=0, device="cuda")
+    want = _logits_and_gradients(fp32_model, tokens, estimator, "reference")
+    for implementation in _implementations(3, compiled=estimator == "ste"):
+        got = _logits_and_gradients(model, tokens, estimator, implementation, autocast_dtype)
+        assert all(g.dtype == model_dtype for g in got[1].values()), implementation
+        assert_relatively_close(got, want, RELATIVE_TOLERANCE[torch.bfloat16], f"{implementation} mix")
+    floor = _logits_and_gradients(model, tokens, estimator, estimators.FLOOR, autocast_dtype)  # another function
+    assert all(g.dtype == model_dtype and torch.isfinite(g).all() for g in floor[1].values())
 
 
 @pytest.mark.cuda

@@ -61,6 +61,11 @@ def _kernels():
     return _backend.triton_kernels(KERNEL_DEVICE)
 
 
+def _codebook(codes) -> torch.Tensor:
+    """The kernels' codebook: (c0, c1) as an fp32 tensor on the kernels' device."""
+    return torch.tensor(codes, dtype=torch.float32, device=KERNEL_DEVICE)
+
+
 def _device_seed(seed: int) -> torch.Tensor:
     """A seed held in device memory: an int64 tensor whose 64 bits are the seed."""
     return torch.tensor(seed - 2**64 if seed >= 2**63 else seed, dtype=torch.int64, device=KERNEL_DEVICE)
@@ -147,9 +152,11 @@ def test_kernel_masked_linear_forward_and_input_grad(codes, weight_copy):
     masks = torch.tensor(codes)[index.long()]
     bits = sampler.pack_bits(index).to(KERNEL_DEVICE)
     dev = lambda t: t.to(KERNEL_DEVICE)  # noqa: E731
-    y = _kernels().masked_linear(dev(x), dev(weight), bits, codes, dev(bias)).cpu()
+    y = _kernels().masked_linear(dev(x), dev(weight), bits, _codebook(codes), dev(bias)).cpu()
     assert torch.allclose(y, torch.baddbmm(bias, x, (weight * masks).transpose(1, 2)), atol=1e-4)
-    dx = _kernels().masked_linear_input_grad(dev(dy), dev(weight), bits, codes, weight_copy=weight_copy).cpu()
+    dx = (
+        _kernels().masked_linear_input_grad(dev(dy), dev(weight), bits, _codebook(codes), weight_copy=weight_copy).cpu()
+    )
     assert torch.allclose(dx, torch.bmm(dy, weight * masks), atol=1e-4)
 
 
@@ -169,12 +176,17 @@ def test_every_tile_configuration_masks_its_edges(key):
     w_b = (weight * masks).to(dtype).double()
     if input_grad:
         got = _kernels().masked_linear_input_grad(
-            dy.to(KERNEL_DEVICE, dtype), weight.to(KERNEL_DEVICE), bits, (0.0, 1.0), tiles=tiles
+            dy.to(KERNEL_DEVICE, dtype), weight.to(KERNEL_DEVICE), bits, _codebook((0.0, 1.0)), tiles=tiles
         )
         want = torch.bmm(dy.to(dtype).double(), w_b)
     else:
         got = _kernels().masked_linear(
-            x.to(KERNEL_DEVICE, dtype), weight.to(KERNEL_DEVICE), bits, (0.0, 1.0), bias.to(KERNEL_DEVICE), tiles=tiles
+            x.to(KERNEL_DEVICE, dtype),
+            weight.to(KERNEL_DEVICE),
+            bits,
+            _codebook((0.0, 1.0)),
+            bias.to(KERNEL_DEVICE),
+            tiles=tiles,
         )
         want = torch.baddbmm(bias.double(), x.to(dtype).double(), w_b.transpose(1, 2))
     tolerance = 1e-5 if dtype == torch.float32 else 1e-2
@@ -196,8 +208,8 @@ def test_kernel_masked_linear_large_shape_tiles(dtype):
     index = sampler.draw_index(torch.randn(d_out, d_in, 2, generator=gen), 4, 1, range(batch))
     bits = sampler.pack_bits(index).cuda()
     x, dy, weight, bias = (t.cuda() for t in (x, dy, weight, bias))
-    y = _kernels().masked_linear(x.to(dtype), weight, bits, (0.0, 1.0), bias).double()
-    dx = _kernels().masked_linear_input_grad(dy.to(dtype), weight, bits, (0.0, 1.0)).double()
+    y = _kernels().masked_linear(x.to(dtype), weight, bits, _codebook((0.0, 1.0)), bias).double()
+    dx = _kernels().masked_linear_input_grad(dy.to(dtype), weight, bits, _codebook((0.0, 1.0))).double()
     w_b = (weight * index.cuda().float()).to(dtype).double()  # the reference in float64, on the GPU
     want_y = torch.baddbmm(bias.double(), x.to(dtype).double(), w_b.transpose(1, 2))
     want_dx = torch.bmm(dy.to(dtype).double(), w_b)
@@ -230,7 +242,13 @@ def test_kernel_masked_weight_grad(batch, gumbel, time_major, d_in, d_out, sampl
     total, selected, alpha = (
         None if t is None else t.cpu()
         for t in _kernels().masked_weight_grad(
-            dev(dy), dev(x), sampler.pack_bits(index).to(KERNEL_DEVICE), codes, extra, time_major=time_major, **loop
+            dev(dy),
+            dev(x),
+            sampler.pack_bits(index).to(KERNEL_DEVICE),
+            _codebook(codes),
+            extra,
+            time_major=time_major,
+            **loop,
         )
     )
     per_sample = torch.bmm(dy.transpose(1, 2), x)
@@ -265,7 +283,7 @@ def test_kernel_param_grads_are_the_estimators_formulas(estimator, batch, device
             dev(dy),
             dev(x),
             bits,
-            codes,
+            _codebook(codes),
             dev(weight),
             dev(logits),
             estimator,
@@ -297,7 +315,9 @@ def test_kernel_weight_grad_splits_the_batch_consistently():
     """Many samples over few tiles: the batch is split across programs and summed."""
     x, weight, bias, logits, dy, index = _problem(batch=13, time=9, d_in=16, d_out=8)
     dev = lambda t: t.to(KERNEL_DEVICE)  # noqa: E731
-    total, _, _ = _kernels().masked_weight_grad(dev(dy), dev(x), sampler.pack_bits(index).to(KERNEL_DEVICE), (0.0, 1.0))
+    total, _, _ = _kernels().masked_weight_grad(
+        dev(dy), dev(x), sampler.pack_bits(index).to(KERNEL_DEVICE), _codebook((0.0, 1.0))
+    )
     assert torch.allclose(total.cpu(), torch.einsum("bto,bti->oi", dy, x), rtol=1e-4, atol=1e-4)
     assert np.isfinite(total.cpu().numpy()).all()
 
@@ -316,8 +336,8 @@ def test_large_fp32_layers_reduce_over_a_time_major_copy(d_in, d_out):
     bits = sampler.draw_bits(torch.randn(d_out, d_in, 2, device="cuda", generator=gen), 0, 0, range(batch))
     index = sampler.unpack_bits(bits, (d_out, d_in)).double()
     per_sample = torch.bmm(dy.double().transpose(1, 2), x.double())
-    total, selected, _ = kernels.masked_weight_grad(dy, x, bits, (0.0, 1.0))
-    assert torch.equal(total, kernels.masked_weight_grad(dy, x, bits, (0.0, 1.0), time_major=True)[0])
+    total, selected, _ = kernels.masked_weight_grad(dy, x, bits, _codebook((0.0, 1.0)))
+    assert torch.equal(total, kernels.masked_weight_grad(dy, x, bits, _codebook((0.0, 1.0)), time_major=True)[0])
     for got, want in ((total, per_sample.sum(0)), (selected, (per_sample * index).sum(0))):
         assert (got.double() - want).norm() / want.norm() < 1e-5
 
@@ -338,13 +358,13 @@ def test_kernels_take_16_bit_activations_and_accumulate_in_fp32(dtype):
     def relative(got, want):
         return ((got.float().cpu() - want).norm() / want.norm()).item()
 
-    y = _kernels().masked_linear(dev(x16), dev(weight), bits, codes, dev(bias))
+    y = _kernels().masked_linear(dev(x16), dev(weight), bits, _codebook(codes), dev(bias))
     assert y.dtype == dtype
     assert relative(y, torch.baddbmm(bias, x16.float(), masked.transpose(1, 2))) < 1e-2
-    dx = _kernels().masked_linear_input_grad(dev(dy16), dev(weight), bits, codes)
+    dx = _kernels().masked_linear_input_grad(dev(dy16), dev(weight), bits, _codebook(codes))
     assert dx.dtype == dtype
     assert relative(dx, torch.bmm(dy16.float(), masked)) < 1e-2
-    total, selected, _ = _kernels().masked_weight_grad(dev(dy16), dev(x16), bits, codes)
+    total, selected, _ = _kernels().masked_weight_grad(dev(dy16), dev(x16), bits, _codebook(codes))
     per_sample = torch.bmm(dy16.float().transpose(1, 2), x16.float())
     assert total.dtype == torch.float32
     assert relative(total, per_sample.sum(0)) < 1e-3

@@ -1,7 +1,8 @@
 """Command-line tools around the asv suite, grouped by job.
 
-- ``tools.run``: run asv the way this project needs it (``asv_project``), the main job (``bench``),
-  the regression gate (``gate``), and the GPU-host wrapper (``gpu_suite.sh``).
+- ``tools.run``: run asv the way this project needs it (``asv_project``, through asv's patches in
+  ``asv_patches``), the main job (``bench``), the regression gate (``gate``), and the GPU-host wrapper
+  (``gpu_suite.sh``).
 - ``tools.reporting``: read asv's results (``results``) and report them (``report``, ``spread``),
   make the published dashboard work offline (``dashboard``).
 - ``tools.probes``: developer probes that measure outside asv (``floor``, ``profile_gpu``).

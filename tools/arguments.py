@@ -1,8 +1,12 @@
-"""argparse types shared by the tools: numbers that must be positive, factors that must exceed one."""
+"""argparse types shared by the tools: numbers that must be positive, factors that must exceed one.
+
+Each refuses a bad value with argparse's usage error (exit 2) whose message states the rule it broke.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def positive_int(text: str) -> int:
@@ -21,18 +25,19 @@ def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}") from None
+    if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
     return value
 
 
 def factor(text: str) -> float:
     """A ratio head / base that counts as a regression: a finite number > 1."""
+    rule = "a regression factor must be > 1 and finite (1.05 = 5% slower)"
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 1 (1.05 = 5% slower), got {text!r}") from None
-    if not 1 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"a regression factor must be > 1 (1.05 = 5% slower), got {text}")
+        raise argparse.ArgumentTypeError(f"{rule}, got {text!r}") from None
+    if not 1 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{rule}, got {text}")
     return value

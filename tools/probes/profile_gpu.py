@@ -162,7 +162,7 @@ def kernel_sweep(report, batches=(16, 64), dtypes=("fp32", "bf16"), widths=(512,
     bench = lambda fn: triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median")  # noqa: E731
     relative = lambda got, want: ((got.double() - want).norm() / want.norm()).item()  # noqa: E731
     torch_dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    time_, codes = 128, (0.0, 1.0)
+    time_, codes = 128, torch.tensor((0.0, 1.0), device="cuda")
     shapes = [shape for width in widths for shape in layer_shapes(width)]
     for (out_features, in_features), batch, dtype in itertools.product(shapes, batches, dtypes):
         weight = torch.randn(out_features, in_features, device="cuda")

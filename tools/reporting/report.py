@@ -13,14 +13,29 @@ per-sample speedup at larger batches and the ratio to the Floor benchmark.
 ``--quality`` prints the speed x quality table: per estimator, its fused step's
 cost against the Floor at batch 16 beside its quality figures (bench_quality);
 ``--data-parallel`` the data-parallel table (bench_data_parallel, multi-GPU machines).
+These modes (``--markdown``, ``--reference``, ``--precision``, ``--quality``,
+``--data-parallel``) exclude each other.
+
+Which results: those of ``--commit``, else of the newest commit of HEAD's
+history with a readable result set; results files that are not result sets are
+named on stderr and skipped, and the header says which newer ones were skipped
+and why. Without ``--machine``, this machine's results, or where it has none
+(e.g. a new CPU generation), the closest machine's that has: the same device
+kind first (cpu-* for a CPU, the same GPU model), then the most result files;
+the header and stderr name it.
+
+Exit status: 0 the report; 1 nothing to report (no readable results, or none
+of what the table shows at that commit; stderr says which commits have them);
+2 a usage error (argparse's: an unknown machine, a commit without a readable
+result set, a missing or malformed reference file, modes combined).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import re
+import sys
 
 import torch
 
@@ -61,10 +76,20 @@ NAMES = {
 }
 
 
+class EmptyReport(LookupError):
+    """The results hold none of what a table shows; ``benchmarks`` are the name prefixes of what would fill it."""
+
+    def __init__(self, message: str, benchmarks: tuple[str, ...]):
+        super().__init__(message)
+        self.benchmarks = benchmarks
+
+
 def machine_preset(machine: str) -> str:
-    """The preset a machine's results were measured with (recorded by tools/run/asv_project.py in its description)."""
-    description = json.loads((asv_results.RESULTS / machine / "machine.json").read_text()).get("os", "")
-    found = re.search(r"preset (\w+)", description)
+    """The preset a machine's results were measured with (recorded by tools/run/asv_project.py in its description).
+
+    NoData where its machine.json is unreadable."""
+    description = asv_results.machine_info(machine).get("os", "")
+    found = re.search(r"preset (\w+)", str(description))
     return found.group(1) if found else "small"
 
 
@@ -93,7 +118,9 @@ def _ratio(totals: dict, numerator: str, denominator: str) -> str:
 
 
 def precision_report(measurements, machine: str) -> str:
-    """Per precision and batch: Dense, Floor, fused and bmm fwd+bwd (ms) and their ratios, one run."""
+    """Per precision and batch: Dense, Floor, fused and bmm fwd+bwd (ms) and their ratios, one run.
+
+    EmptyReport where no precision has a row; a note names the precisions without one."""
     out = [
         f"Machine `{machine}`, commit `{measurements.commit[:8]}`: fwd+bwd in ms (asv medians), estimator ste, "
         "each precision's figures from one run.",
@@ -101,6 +128,7 @@ def precision_report(measurements, machine: str) -> str:
         "| precision | batch | Dense | Floor | fused | bmm | Floor / Dense | fused / Dense | fused / Floor |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    shown = set()
     for precision, batch in itertools.product(PRECISIONS, BATCHES):
         totals = {}
         for implementation in (DENSE, FLOOR, "fused", "bmm"):
@@ -111,6 +139,16 @@ def precision_report(measurements, machine: str) -> str:
         cells = [f"{totals[i]:.2f}" if totals[i] else "n/a" for i in (DENSE, FLOOR, "fused", "bmm")]
         ratios = [_ratio(totals, FLOOR, DENSE), _ratio(totals, "fused", DENSE), _ratio(totals, "fused", FLOOR)]
         out.append(f"| {precision} | {batch} | " + " | ".join(cells + ratios) + " |")
+        shown.add(precision)
+    if not shown:
+        raise EmptyReport(
+            f"machine {machine}, commit {measurements.commit[:8]}: no Dense or fused ste step in any precision "
+            "(bench_dense, bench_precision, bench_training)",
+            ("bench_dense.", "bench_precision."),
+        )
+    missing = [precision for precision in PRECISIONS if precision not in shown]
+    if missing:
+        out += ["", f"No rows for {', '.join(missing)}: no Dense or fused ste step in that precision at this commit."]
     return "\n".join(out)
 
 
@@ -123,7 +161,9 @@ QUALITY_FIGURES = (
 
 
 def quality_report(measurements, machine: str, batch: int = 16) -> str:
-    """Per estimator and temperature: the fused step's cost (ms, and / Floor) beside the quality figures."""
+    """Per estimator and temperature: the fused step's cost (ms, and / Floor) beside the quality figures.
+
+    EmptyReport where there is no quality figure; a note where there is no cost."""
     out = [
         f"Machine `{machine}`, commit `{measurements.commit[:8]}`. Cost: fused fwd+bwd at batch {batch} (tau 1) "
         "in ms and over the Floor's; quality (bench_quality, lower is better): 1 - mean cosine to the exact "
@@ -132,14 +172,24 @@ def quality_report(measurements, machine: str, batch: int = 16) -> str:
         "| estimator | tau | fused ms | fused / Floor | " + " | ".join(label for _, label in QUALITY_FIGURES) + " |",
         "|---|---:|---:|---:|" + "---:|" * len(QUALITY_FIGURES),
     ]
+    any_quality = any_cost = False
     for estimator in ESTIMATORS:
         fused, floor = step(measurements, estimator, "fused", batch), step(measurements, estimator, FLOOR, batch)
+        any_cost |= fused is not None
         cost = [f"{total_ms(fused):.2f}" if fused else "n/a"]
         cost.append(f"{total_ms(fused) / total_ms(floor):.2f}" if fused and floor else "n/a")
         for tau in QUALITY_TAUS:
             figures = [measurements.get(name, estimator, tau) for name, _ in QUALITY_FIGURES]
+            any_quality |= any(figures)
             cells = [f"{figure.median:.4f}" if figure else "n/a" for figure in figures]
             out.append(f"| {estimator} | {tau} | " + " | ".join(cost + cells) + " |")
+    if not any_quality:
+        raise EmptyReport(
+            f"machine {machine}, commit {measurements.commit[:8]}: no quality results (bench_quality)",
+            ("bench_quality.",),
+        )
+    if not any_cost:
+        out += ["", f"Cost n/a: no fused step at batch {batch} (bench_training) at this commit."]
     return "\n".join(out)
 
 
@@ -153,6 +203,16 @@ def step(measurements, estimator: str, implementation: str, batch: int):
     backward = measurements.get(f"{name}.time_backward", *args)
     memory = measurements.get(f"{name}.track_peak_memory", *args)
     return None if forward is None or backward is None else (forward, backward, memory)
+
+
+def require_training(measurements, machine: str) -> None:
+    """EmptyReport where the results hold no training step (bench_training) of any estimator."""
+    cases = itertools.product(ESTIMATORS, (*IMPLEMENTATIONS, FLOOR), BATCHES)
+    if not any(step(measurements, *case) for case in cases):
+        raise EmptyReport(
+            f"machine {machine}, commit {measurements.commit[:8]}: no training step results (bench_training)",
+            ("bench_training.",),
+        )
 
 
 def total_ms(entry) -> float:
@@ -202,6 +262,8 @@ def verify(model, estimator: str, preset: str) -> list[str]:
 
 
 def text_report(measurements, machine: str, preset: str, check: bool) -> str:
+    """The reference run's layout; EmptyReport (before any live check) where there is no training step."""
+    require_training(measurements, machine)
     out = [
         f"Results: machine {machine}, preset {preset}, commit {measurements.commit[:8]}",
         "Times: asv medians ± half the interquartile range; memory: peak of one training step.",
@@ -219,6 +281,8 @@ def text_report(measurements, machine: str, preset: str, check: bool) -> str:
                 *verify(model, estimator, preset),
             ]
         out += ["", RULE, "BENCHMARK RESULTS", RULE]
+        if not any(step(measurements, estimator, i, b) for i in (*IMPLEMENTATIONS, FLOOR) for b in BATCHES):
+            out += ["", f"(no training step of {estimator} at this commit)"]
         for batch in BATCHES:
             entries = [(i, step(measurements, estimator, i, batch)) for i in (*IMPLEMENTATIONS, FLOOR)]
             entries = [(i, e) for i, e in entries if e is not None]
@@ -266,6 +330,8 @@ def summary(measurements, estimator: str) -> list[str]:
 
 
 def markdown_report(measurements, machine: str, preset: str) -> str:
+    """A table per estimator; EmptyReport where there is no training step."""
+    require_training(measurements, machine)
     out = [
         f"Machine `{machine}`, preset `{preset}`, commit `{measurements.commit[:8]}`; "
         "times are asv medians (ms), memory the peak of one training step (MiB)."
@@ -280,6 +346,8 @@ def markdown_report(measurements, machine: str, preset: str) -> str:
             "| speedup vs current (per sample) | x Floor |",
             "|---:|---|---:|---:|---:|---:|---:|---:|",
         ]
+        if not any(step(measurements, estimator, i, b) for i in (*IMPLEMENTATIONS, FLOOR) for b in BATCHES):
+            out.append(f"| | (no training step of {estimator} at this commit) | | | | | | |")
         for batch in BATCHES:
             floor = step(measurements, estimator, FLOOR, batch)
             for implementation in (*IMPLEMENTATIONS, FLOOR):
@@ -300,9 +368,12 @@ def reference_comparison(measurements, machine: str, reference_path: str) -> str
     """This project's figures next to the reference run's, at the batches it ran.
 
     Implementations the reference did not have (fused, compiled, the Floor) get
-    rows of their own, with "-" for the reference's figures.
+    rows of their own, with "-" for the reference's figures. NoResults for a
+    missing or malformed reference file; EmptyReport where the results hold no
+    training step.
     """
     reference = parse_reference_run(reference_path)
+    require_training(measurements, machine)
     out = [
         f"Reference run ({reference_path}) against machine `{machine}`, commit `{measurements.commit[:8]}`. "
         "Times in ms (reference: mean of its runs; ours: asv median), memory in MiB (reference: MB as printed). "
@@ -353,7 +424,9 @@ def reference_comparison(measurements, machine: str, reference_path: str) -> str
 
 
 def data_parallel_report(measurements, machine: str) -> str:
-    """Per precision, implementation and rows per GPU: the eager DDP step on 1 and N GPUs and the efficiency."""
+    """Per precision, implementation and rows per GPU: the eager DDP step on 1 and N GPUs and the efficiency.
+
+    EmptyReport where there is no data-parallel figure."""
     header = [
         f"Machine `{machine}`, commit `{measurements.commit[:8]}`: eager training steps of ste (bench_data_parallel), "
         f"ms; efficiency = t(1 GPU) / t({DATA_PARALLEL_WORLD} GPUs) at the same rows per GPU.",
@@ -385,45 +458,77 @@ def data_parallel_report(measurements, machine: str) -> str:
         ]
         rows_of_table.append(f"| {precision} | {implementation} | {rows} | " + " | ".join(cells) + " |")
     if not rows_of_table:
-        rows_of_table = [f"(no data-parallel results: machines with {DATA_PARALLEL_WORLD} or more GPUs have them)"]
+        raise EmptyReport(
+            f"machine {machine}, commit {measurements.commit[:8]}: no data-parallel results "
+            f"(bench_data_parallel: machines with {DATA_PARALLEL_WORLD} or more GPUs have them)",
+            ("bench_data_parallel.",),
+        )
     return "\n".join(header + rows_of_table)
 
 
+def this_machine() -> tuple[str, list[str]]:
+    """This machine's name (tools/run/asv_project.py's), or where it has no results the closest machine's that
+    has (results.closest_machine), with a note saying so (also on stderr)."""
+    from ..run.asv_project import machine_name
+
+    name = machine_name()
+    if name in asv_results.machines() and asv_results.result_files(name):
+        return name, []
+    chosen, why = asv_results.closest_machine(name)
+    asv_results.warn(f"this machine, {name}, has no results: reporting {chosen}'s ({why})")
+    return chosen, [f"Note: this machine, {name}, has no results; these are {chosen}'s, the closest machine: {why}."]
+
+
+def render(args, measurements, preset: str) -> str:
+    """The report ``args`` asks for."""
+    if args.reference:
+        return reference_comparison(measurements, args.machine, args.reference)
+    if args.precision:
+        return precision_report(measurements, args.machine)
+    if args.quality:
+        return quality_report(measurements, args.machine)
+    if args.data_parallel:
+        return data_parallel_report(measurements, args.machine)
+    if args.markdown:
+        return markdown_report(measurements, args.machine, preset)
+    return text_report(measurements, args.machine, preset, check=not args.no_verify)
+
+
 def main(argv=None) -> int:
+    """The report of ``argv`` (sys.argv's by default) on stdout; the exit status of the module's docstring."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--machine", help="asv machine name (default: this machine's, as tools/run/asv_project.py names it)"
+        "--machine",
+        help="asv machine name (default: this machine's, as tools/run/asv_project.py names it, or where it has no "
+        "results the closest machine's that has)",
     )
     parser.add_argument("--commit", help="commit (prefix) to report (default: the newest with results)")
     parser.add_argument("--no-verify", action="store_true", help="skip the live equivalence verification")
-    parser.add_argument("--markdown", action="store_true", help="markdown tables instead of the text report")
-    parser.add_argument("--precision", action="store_true", help="Dense, Floor, fused, bmm in every precision")
-    parser.add_argument("--reference", help="compare with the reference run's output (e.g. docs/reference-run.txt)")
-    parser.add_argument("--quality", action="store_true", help="the speed x quality table of every estimator")
-    parser.add_argument("--data-parallel", action="store_true", help="the data-parallel table (multi-GPU machines)")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--markdown", action="store_true", help="markdown tables instead of the text report")
+    modes.add_argument("--precision", action="store_true", help="Dense, Floor, fused, bmm in every precision")
+    modes.add_argument("--reference", help="compare with the reference run's output (e.g. docs/reference-run.txt)")
+    modes.add_argument("--quality", action="store_true", help="the speed x quality table of every estimator")
+    modes.add_argument("--data-parallel", action="store_true", help="the data-parallel table (multi-GPU machines)")
     args = parser.parse_args(argv)
-    if args.machine is None:
-        from ..run.asv_project import machine_name
-
-        args.machine = machine_name()
+    notes = []
     try:
+        if args.machine is None:
+            args.machine, notes = this_machine()
         measurements = asv_results.latest(args.machine, args.commit)
-        comparison = reference_comparison(measurements, args.machine, args.reference) if args.reference else None
+        preset = machine_preset(args.machine)
+        text = render(args, measurements, preset)
     except asv_results.NoResults as missing:
         parser.error(str(missing))
-    preset = machine_preset(args.machine)
-    if comparison is not None:
-        print(comparison)
-    elif args.precision:
-        print(precision_report(measurements, args.machine))
-    elif args.quality:
-        print(quality_report(measurements, args.machine))
-    elif args.data_parallel:
-        print(data_parallel_report(measurements, args.machine))
-    elif args.markdown:
-        print(markdown_report(measurements, args.machine, preset))
-    else:
-        print(text_report(measurements, args.machine, preset, check=not args.no_verify))
+    except asv_results.NoData as nothing:
+        print(f"{parser.prog}: error: {nothing}", file=sys.stderr)
+        return 1
+    except EmptyReport as empty:
+        commits = asv_results.commits_with(args.machine, *empty.benchmarks)
+        where = f"commits with them (--commit): {', '.join(commits[:8])}" if commits else "no commit has them"
+        print(f"{parser.prog}: error: {empty}; {where}", file=sys.stderr)
+        return 1
+    print("\n".join([*notes, *measurements.notes, text]))
     return 0
 
 

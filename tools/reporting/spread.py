@@ -3,18 +3,27 @@
     python -m tools.reporting.spread --machine h100-80gb [--commit HASH ...] [--min-batch 8]
 
 Several ``--commit`` pool their timings (e.g. repeated runs of the same code).
+Without ``--commit``, the newest commit of HEAD's history with a readable
+result set; results files that are not result sets are named on stderr and
+skipped, and the header says which newer ones were skipped and why.
+
+Exit status: 0 the summary; 1 nothing to summarise (no readable results, or no
+timing with quartiles in them); 2 a usage error (argparse's: an unknown machine,
+a commit without a readable result set).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 
 from ..arguments import positive_int
 from . import results as asv_results
 
 
 def main(argv=None) -> int:
+    """The summary of ``argv`` (sys.argv's by default) on stdout; the exit status of the module's docstring."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--machine", required=True)
     parser.add_argument("--commit", action="append", help="commit (prefix); repeatable (default: the newest)")
@@ -24,6 +33,9 @@ def main(argv=None) -> int:
         result_sets = [asv_results.latest(args.machine, commit) for commit in args.commit or [None]]
     except asv_results.NoResults as missing:
         parser.error(str(missing))
+    except asv_results.NoData as nothing:
+        print(f"{parser.prog}: error: {nothing}", file=sys.stderr)
+        return 1
     rows = [
         (measurements.commit, name, params, m)
         for measurements in result_sets
@@ -31,6 +43,13 @@ def main(argv=None) -> int:
         if ".time_" in name and m.spread is not None
     ]
     commits = ", ".join(measurements.commit[:8] for measurements in result_sets)
+    if not rows:
+        message = f"machine {args.machine}, commit {commits}: no timing (time_ benchmark) with quartiles"
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return 1
+    for measurements in result_sets:
+        for note in measurements.notes:
+            print(note)
     print(f"machine {args.machine}, commit {commits}: {len(rows)} timings")
     groups = {
         "all": rows,

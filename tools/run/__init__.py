@@ -1,1 +1,1 @@
-"""Running asv: the project-configured asv command, the main job, the regression gate."""
+"""Running asv: the project-configured asv command and asv's patches, the main job, the regression gate."""

@@ -11,6 +11,10 @@
   commands that take one.
 - After ``publish``, serves the dashboard's CDN libraries from html/vendor/, so
   the page works on hosts without internet access (tools/reporting/dashboard.py).
+- Runs asv through tools/run/asv_patches.py: results are saved after every
+  benchmark (a run cut short keeps what finished), asv's JSON files are
+  written atomically, ``setup`` exits 0 on success, and ``publish`` draws the
+  front page's summaries from one machine (ESTIMATORS_SUMMARY_MACHINE).
 
 Everything else is plain asv: ``python -m tools.run.asv_project run HEAD~3..HEAD``,
 ``python -m tools.run.asv_project publish``, ``python -m tools.run.asv_project preview``.
@@ -34,25 +38,6 @@ from benchmarks.machine import DEVICE, GPUS, PRESET
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS_WITH_MACHINE = {"run", "continuous", "compare", "find", "show"}
-# asv 0.6.6's `setup` hands its list of environments to sys.exit(), so it exits 1
-# even when it succeeds; this runs asv with that one command returning 0 instead.
-ASV_WITH_SETUP_EXIT_FIXED = (
-    "from asv.commands.setup import Setup; setup = Setup.run_from_args; "
-    "Setup.run_from_args = classmethod(lambda cls, args: (setup(args), 0)[1]); "
-    "from asv.main import main; main()"
-)
-
-# asv 0.6.6's front page draws each benchmark's summary thumbnail from every machine's results at once:
-# the CPU and H100 series averaged together, dropping 8x where the first H100 commit appears. This runs
-# `asv publish` with the summaries drawn from one machine's graphs (ESTIMATORS_SUMMARY_MACHINE).
-ASV_PUBLISH_ONE_MACHINE_SUMMARY = (
-    "import os; from asv import graph; machine = os.environ['ESTIMATORS_SUMMARY_MACHINE']; "
-    "GraphSet = graph.GraphSet; "
-    "GraphSet.get_summary_graphs = lambda self, dots=None: ("
-    "graph.make_summary_graph([g for g in graphs if g.params.get('machine') == machine] or graphs) "
-    "for graphs in self._groups.values()); "
-    "from asv.main import main; main()"
-)
 
 
 def summary_machine() -> str:
@@ -161,8 +146,9 @@ def scratch_config(directory: Path, **overrides: str) -> Path:
 
 
 def _asv_command_line(args: list[str]) -> list[str]:
-    launchers = {"setup": ["-c", ASV_WITH_SETUP_EXIT_FIXED], "publish": ["-c", ASV_PUBLISH_ONE_MACHINE_SUMMARY]}
-    return [sys.executable, *launchers.get(args[0] if args else "", ["-m", "asv"]), *args]
+    """asv with this project's patches for its command (tools/run/asv_patches.py): atomic JSON files, results
+    saved after each benchmark, ``setup``'s exit status, ``publish``'s one-machine summaries."""
+    return [sys.executable, "-m", "tools.run.asv_patches", *args]
 
 
 def run_asv(args: list[str], check: bool = False) -> int:

@@ -3,7 +3,8 @@
 1. Runs the asv suite on this machine (CPU and the ``small`` preset unless a
    GPU is present; see benchmarks/machine.py) over the newest N commits that
    change what is measured (estimators/, benchmarks/, pyproject.toml,
-   asv.conf.json), skipping commits that already have results in results/.
+   asv.conf.json), skipping commits that already have results in results/ (a run cut
+   short does not count: its file is partial, tools/run/asv_patches.py).
 2. Publishes the asv dashboard to html/ and says how to open it.
 3. Prints the summary report of the newest results (tools.reporting.report).
 """
@@ -18,15 +19,22 @@ import time
 
 from ..arguments import positive_int
 from ..reporting import report
+from .asv_patches import is_partial
 from .asv_project import ROOT, asv_command, machine_name, publish, run_asv
 
 MEASURED_PATHS = ("estimators", "benchmarks", "pyproject.toml", "asv.conf.json")
 
 
 def measured_commits(count: int) -> list[str]:
-    """The newest ``count`` commits of HEAD's history that change a measured path, newest first."""
-    log = ["git", "log", f"-n{count}", "--format=%H", "HEAD", "--", *MEASURED_PATHS]
+    """The newest ``count`` commits of HEAD's first-parent history (the history asv runs over and the dashboard
+    draws: a merged branch's own commits are not on it, the merge is) that change a measured path, newest first."""
+    log = ["git", "log", "--first-parent", f"-n{count}", "--format=%H", "HEAD", "--", *MEASURED_PATHS]
     return subprocess.run(log, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+
+
+def has_results(machine: str, commit: str) -> bool:
+    """Whether results/<machine> holds a whole run of ``commit`` (not one cut short: asv_patches.is_partial)."""
+    return any(not is_partial(path) for path in (ROOT / "results" / machine).glob(f"{commit[:8]}-*.json"))
 
 
 def main(argv=None) -> int:
@@ -39,7 +47,7 @@ def main(argv=None) -> int:
     started = time.time()
     machine = machine_name()
     commits = measured_commits(args.commits)
-    measured = [c for c in commits if any((ROOT / "results" / machine).glob(f"{c[:8]}-*.json"))]
+    measured = [c for c in commits if has_results(machine, c)]
     to_run = [c for c in commits if c not in measured]
     names = ", ".join(c[:8] for c in commits)
     print(f"Machine {machine}: the {len(commits)} newest commits that change what is measured are {names}.")

@@ -38,6 +38,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # make test runs two workers on two c
     torch.set_num_threads(1)
 
 
+def pythonpath_first(folder) -> str:
+    """PYTHONPATH for a child process: ``folder`` first, then this process's PYTHONPATH (on a GPU host the
+    offline wheels' site directory, where asv and pytest live, is named there)."""
+    return os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+
+
 @pytest.fixture(autouse=True)
 def _no_tf32():
     """fp32 tolerances assume IEEE fp32 matmuls: keep TF32 off."""

@@ -24,6 +24,8 @@ from asv.results import Results  # noqa: E402
 
 from tools.run import asv_patches  # noqa: E402
 
+from conftest import pythonpath_first  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -190,7 +192,11 @@ def test_a_killed_run_keeps_the_benchmarks_that_finished(tmp_path):
     _git(project, "add", ".")
     _git(project, "commit", "-qm", "tiny suite")
     commit = _git(project, "rev-parse", "HEAD")
-    env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}  # asv's ~/.asv-machine.json: a scratch one
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "PYTHONPATH": pythonpath_first(ROOT),
+    }  # asv's ~/.asv-machine.json: a scratch one
     asv = [sys.executable, "-m", "tools.run.asv_patches"]
     subprocess.run([*asv, "machine", "--yes", "--machine=tiny"], cwd=project, env=env, check=True, capture_output=True)
     command = [*asv, "run", "--machine=tiny", f"--set-commit-hash={commit}", "--python=same", "-v"]

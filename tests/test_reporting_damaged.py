@@ -21,6 +21,8 @@ import pytest
 from tools import arguments
 from tools.reporting import report, results, spread
 
+from conftest import pythonpath_first
+
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE = "cpu-2core-avx2"
 HISTORY = results.commits_newest_first()
@@ -301,7 +303,7 @@ def test_a_machine_without_results_reports_the_closest_and_says_which(results_di
 def test_the_command_line_exits_without_a_traceback(results_dir):
     write(results_dir, OLD, result_set(OLD))
     damaged = write(results_dir, NEW, b"null")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), results.RESULTS_ENV: str(results_dir)}
+    env = {**os.environ, "PYTHONPATH": pythonpath_first(ROOT), results.RESULTS_ENV: str(results_dir)}
     for module, arguments_ in [
         ("tools.reporting.report", ["--quality"]),
         ("tools.reporting.spread", []),

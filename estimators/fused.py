@@ -82,8 +82,9 @@ def fused_linears(x: torch.Tensor, layers, draw) -> torch.Tensor | None:
     kernel launches in the backward, in place of n of each. The math is ``fused_linear``'s for each
     layer; only the host's work shrinks (an eager step's cost, see docs/PERFORMANCE.md). The
     parameters' gradients are views of one stacked gradient each (a layer's ``.grad`` shares its
-    storage with the others'). It runs where that needs no other kernel: where the kernels run, the
-    estimator's backward needs no per-sample noise (not ``gumbel``, ``gumbel_rao``), and the layers'
+    storage with the others'). It runs where that needs no other kernel: where the kernels run (on
+    activations of one of their dtypes, not float64), the estimator's backward needs no per-sample noise
+    (not ``gumbel``, ``gumbel_rao``), and the layers'
     masks were drawn ahead side by side (``draw.drawn`` from ``sampler.draw_bits_by_layer``, each
     layer's mask a whole number of bytes) for layers of one shape and dtype, with biases. The layers' codebooks
     may differ: the kernels read each layer's from a table ``[n, 2]`` of them (one small stacking launch), never
@@ -113,6 +114,8 @@ def fused_linears(x: torch.Tensor, layers, draw) -> torch.Tensor | None:
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):
         x = x.to(torch.get_autocast_dtype(device_type))
+    if x.dtype not in kernels.ACTIVATION_DTYPES:
+        return None
     return _FusedStochasticLinears.apply(
         x,
         masks,
@@ -160,6 +163,8 @@ class _FusedStochasticLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias, logits, codebook, param_id, draw):
         x = x.contiguous()
         kernels = _backend.triton_kernels(x.device) if logits.shape[-1] == 2 else None
+        if kernels is not None and x.dtype not in kernels.ACTIVATION_DTYPES:
+            kernels = None  # float64: the torch path, which computes in x's dtype
         if kernels is not None:
             ctx.precision = _dot_precision(kernels)
             masks = draw.drawn.get(param_id)

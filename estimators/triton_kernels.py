@@ -708,6 +708,11 @@ def sample_bits(logits: torch.Tensor, seed, param: int, samples: range) -> torch
     return out
 
 
+# The activations' (x, dy) dtypes the masked matmul and its gradients take; the fused layer runs float64 (whose
+# products would not accumulate in float64 here) through its torch path instead.
+ACTIVATION_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 # The logits dtypes sample_bits_layers reads (its kernel casts the table's addresses to pointers of one of them).
 LAYER_LOGITS_DTYPES = {
     torch.float32: tl.float32,

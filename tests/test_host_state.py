@@ -118,6 +118,12 @@ def test_a_field_nvml_cannot_read_is_null_with_its_error(nvml, tmp_path):
     assert gpu["power_draw_w"] is None and gpu["reasons_mask"] is None and gpu["reasons"] is None
     assert gpu["errors"] == {"power_draw_w": "power: Not Supported", "reasons_mask": "reasons: Not Supported"}
     assert gpu["power_limit_w"] == 700.0
+    path = tmp_path / "host-state.jsonl"
+    host_state.record(path, "end")
+    out = io.StringIO()
+    host_state.show(path, out)
+    assert "gpu 0 unread: power_draw_w (power: Not Supported); reasons_mask (reasons: Not Supported)" in out.getvalue()
+    assert "?/700 W" in out.getvalue()
 
 
 def test_newer_pynvml_reads_the_clock_event_reasons(nvml):

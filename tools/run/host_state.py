@@ -13,7 +13,8 @@ fails a benchmark run. Only a bad argument (exit 2) or an unwritable FILE (exit 
 ``python -m tools.run.host_state --show FILE`` prints one row per GPU and line (time, phase, GPU, SM
 clock/max, power draw/cap, temperature, reasons) and flags a row where the SM clock at the end was
 under ``LOW_CLOCK`` of its max while the GPU was not idle, or a thermal or power reason
-(``SLOWDOWN_REASONS``) was active; a note or an unavailable NVML is printed under its line.
+(``SLOWDOWN_REASONS``) was active; a note, the command, fields NVML could not read or why NVML was
+unavailable are printed under their line.
 
 gpu_suite.sh keeps the record in ``results/<machine>/host-state.jsonl`` (``RECORD_NAME``): asv and
 tools/reporting/results.py read only files ending in ``.json`` there, so they never see it.
@@ -259,6 +260,9 @@ def show(path: Path, out=None) -> int:
         if line.get("nvml_unavailable"):
             extra.append(f"no NVML state: {line['nvml_unavailable']}")
         for gpu in line.get("gpus") or []:
+            if gpu.get("errors"):
+                unread = "; ".join(f"{field} ({message})" for field, message in gpu["errors"].items())
+                extra.append(f"gpu {gpu.get('index', '?')} unread: {unread}")
             found = flags(line, gpu)
             flagged += bool(found)
             temperature = gpu.get("temperature_c")

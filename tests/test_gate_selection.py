@@ -1,6 +1,7 @@
 """What the regression gate compares by default, and how it judges and reports (tools/run/gate.py)."""
 
 import itertools
+import math
 import re
 
 import pytest
@@ -41,6 +42,13 @@ def test_cuda_gate_compares_memory_and_replays_at_batch_8_and_above():
     assert not any(".Estimate." in name for name in selected)
 
 
+def test_cuda_gate_leaves_eager_wall_times_out():
+    """EagerStep's eager steps moved up to 1.72x between runs of one package: never judged at 1.05."""
+    from benchmarks.bench_eager import EagerStep
+
+    assert not _selected(_names(EagerStep), _default("cuda"))
+
+
 @pytest.mark.parametrize("device", ["cuda", "cpu"])
 def test_quality_has_its_own_pass(device):
     """The timing pass never selects a quality benchmark; the quality pass selects every one and nothing else."""
@@ -67,20 +75,29 @@ def test_default_gate_leaves_out_data_parallel(device):
 
 
 def test_cpu_gate_compares_backwards_at_batch_8_the_estimate_backward_and_some_memory_at_batch_8():
-    """The CPU default leaves out what moved beyond 1.5x between runs of one package: the forwards."""
+    """The CPU default leaves out what moved beyond 1.5x between runs of one package: the forwards. Every
+    selected training series is one the default tier measures on the CPU (bmm's batch there is 16)."""
+    from benchmarks import grid
     from benchmarks.bench_estimators import Estimate
     from benchmarks.bench_training import Floor, ForwardBackward
 
     selected = _selected(_names(ForwardBackward, Floor, Estimate), _default("cpu"))
-    assert "bench_training.ForwardBackward.time_backward('ste', 'bmm', 8)" in selected
+    assert "bench_training.ForwardBackward.time_backward('ste', 'bmm', 16)" in selected
+    assert "bench_training.ForwardBackward.time_backward('ste', 'fused', 8)" in selected
     assert "bench_training.Floor.time_backward('gumbel', 8)" in selected
     assert "bench_estimators.Estimate.time_backward('reinmax')" in selected
     assert "bench_training.ForwardBackward.track_peak_memory('ste', 'fused', 8)" in selected
+    assert "bench_training.ForwardBackward.track_peak_memory('ste', 'bmm', 16)" in selected
     assert not any(".time_forward(" in name for name in selected)
-    assert "bench_training.ForwardBackward.time_backward('ste', 'bmm', 16)" not in selected
+    assert "bench_training.ForwardBackward.time_backward('ste', 'fused', 16)" not in selected
     assert "bench_training.ForwardBackward.track_peak_memory('ste', 'fused', 16)" not in selected
     assert "bench_training.ForwardBackward.track_peak_memory('ste', 'loop', 8)" not in selected
     assert "bench_training.Floor.track_peak_memory('gst', 8)" in selected
+    for name in selected:
+        if name.startswith("bench_training.ForwardBackward."):
+            estimator, implementation, batch = (v.strip(" '") for v in name.split("(", 1)[1][:-1].split(","))
+            reason = grid.step_skip_reason(estimator, implementation, int(batch), "cpu", grid.DEFAULT_TIER)
+            assert reason is None, f"{name} is selected but the default tier does not measure it: {reason}"
 
 
 def test_series_kinds():
@@ -198,9 +215,13 @@ def test_deterministic_passes_run_once_and_timings_in_interleaved_rounds():
     assert runs({"timing": ["Estimate"], "memory": ["Estimate"], "quality": ["Estimate"]}, bench) == [(["Estimate"], 2)]
 
 
-def test_a_timing_is_flagged_only_if_its_fastest_sample_moved_too():
-    """Load only adds time: a slow round moves the median, not the fastest sample (tools.run.gate.fastest_ratio)."""
+def test_a_timing_is_flagged_only_if_its_fastest_sample_moved_too(monkeypatch):
+    """On the CPU load only adds time: a slow round moves the median, not the fastest sample
+    (tools.run.gate.fastest_ratio)."""
+    from tools.run import gate
     from tools.run.gate import Measurement, Series, judge
+
+    monkeypatch.setattr(gate, "DEVICE", "cpu")
 
     base_samples = [0.10, 0.101, 0.099, 0.102, 0.10, 0.098, 0.101, 0.10, 0.099, 0.10] * 2
     # As in an A/A under load on the 2-core CPU: most of HEAD's samples slow, a few as fast as BASE's.
@@ -220,3 +241,33 @@ def test_a_timing_is_flagged_only_if_its_fastest_sample_moved_too():
     assert verdict(timing, slower) == "regression"
     assert verdict(timing, loaded) == ""
     assert verdict(memory, loaded) == "regression"  # asv's rule flags it; deterministic kinds keep that rule alone
+    # CUDA-graph replays keep asv's rule alone: a slowdown of some calls is a regression there.
+    monkeypatch.setattr(gate, "DEVICE", "cuda")
+    assert verdict(timing, loaded) == "regression"
+
+
+def test_a_series_missing_or_n_a_on_one_commit_only_fails():
+    """Both commits run one suite: a figure on one side only means the other was cut short, ran out of
+    memory or raised a skip, and must not pass as unchanged."""
+    from tools.run.gate import Measurement, Series, judge
+
+    number, nan = Measurement(1.0, None, None), Measurement(math.nan, None, None)
+
+    def verdict(base, head):
+        name = "bench_training.Floor.track_peak_memory('ste', 8)"
+        return judge(Series(name, name.split("(")[0], {}, "bytes", base, head, 1.01))
+
+    assert verdict(number, None) == verdict(None, number) == "failed"
+    assert verdict(number, nan) == verdict(nan, number) == "failed"
+    assert verdict(nan, nan) == verdict(None, None) == ""
+
+
+def test_asv_exiting_abnormally_fails_the_gate_even_where_every_series_passed():
+    from tools.run.gate import FAILED, PASSED, verdict_line
+
+    series = [_series("timing", 1.0, 1.0)]
+    passes = [("timing", 1.5, 1)]
+    assert verdict_line(series, passes, "a" * 40, "b" * 40, 0)[0] == PASSED
+    assert verdict_line(series, passes, "a" * 40, "b" * 40, 2)[0] == PASSED  # asv's own "a benchmark failed"
+    status, line = verdict_line(series, passes, "a" * 40, "b" * 40, -9)
+    assert status == FAILED and "asv exited -9" in line

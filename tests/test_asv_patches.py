@@ -108,8 +108,12 @@ def test_results_asv_would_not_save_stay_unsaved(tmp_path, restore_asv):
     """asv loads earlier results only for what it will save: a dry run or an existing environment without
     --set-commit-hash loads none, and saves none."""
     asv_patches.apply("continuous", environ={})
-    _add(_results(), "bench.track_first", 1.0)
-    assert not list(tmp_path.iterdir())
+    saves = []
+    restore_asv.setattr(asv_patches, "save_partial", lambda results, directory: saves.append(directory))
+    _add(_results(), "bench.track_first", 1.0)  # never loaded: asv will not save it
+    assert saves == []
+    _add(_results(tmp_path), "bench.track_first", 1.0)  # control: loaded from a directory, saved there
+    assert saves == [str(tmp_path)]
 
 
 def test_other_commands_get_only_atomic_writes(restore_asv):
@@ -222,3 +226,11 @@ def test_a_killed_run_keeps_the_benchmarks_that_finished(tmp_path):
     first = Results.load(str(saved))
     assert first.get_result_value("bench_tiny.track_a_first", []) == [42]
     assert "bench_tiny.track_b_never_ends" not in data["results"] and data["partial"] is True
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", "null", "\udcff"])
+def test_a_results_file_that_is_not_a_json_object_counts_as_partial(tmp_path, text):
+    """make bench runs such a commit again instead of crashing on it."""
+    path = tmp_path / "abcdef01-env.json"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    assert asv_patches.is_partial(path)

@@ -340,3 +340,17 @@ def test_argument_types_state_the_rule_they_enforce(kind, text, message):
 def test_argument_types_accept_their_rule():
     assert arguments.factor("1.05") == 1.05 and arguments.positive_float("1e-3") == 1e-3
     assert arguments.positive_int("1") == 1
+
+
+def test_a_run_cut_short_is_shown_with_a_note(results_dir):
+    """A results file saved per benchmark by a run that was stopped (asv_patches.PARTIAL) is its commit's
+    figures, and the report says that what the run did not reach reads n/a."""
+    from tools.run.asv_patches import PARTIAL
+
+    write(results_dir, NEW, {**result_set(NEW), PARTIAL: True})
+    status, out, err = run(report.main, "--machine", MACHINE, "--no-verify")
+    assert status == 0, err
+    assert out.startswith(f"Note: {file_of(results_dir, NEW, MACHINE).name} holds a run cut short")
+    write(results_dir, NEW, result_set(NEW))  # control: the whole run
+    status, out, err = run(report.main, "--machine", MACHINE, "--no-verify")
+    assert status == 0 and "cut short" not in out

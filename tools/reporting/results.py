@@ -29,6 +29,8 @@ from pathlib import Path
 from asv import util
 from asv.results import Results
 
+from ..run.asv_patches import PARTIAL
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
 RESULTS_ENV = "ESTIMATORS_RESULTS_DIR"
@@ -215,9 +217,15 @@ def load(path: str | Path, machine: str) -> Measurements:
         raise DamagedResults(path, reason)
     try:
         results = Results.load(str(path), machine_name=machine)
-        return Measurements(results, path)
+        measurements = Measurements(results, path)
     except (util.UserError, KeyError, TypeError, ValueError, SyntaxError) as error:  # what _damage did not foresee
         raise DamagedResults(path, f"not a result set ({type(error).__name__}: {error})") from None
+    if json.loads(path.read_text(encoding="utf-8")).get(PARTIAL):
+        measurements.notes.append(
+            f"Note: {path.name} holds a run cut short before its end (saved per benchmark, marked "
+            f"{PARTIAL!r}): what it did not reach reads n/a."
+        )
+    return measurements
 
 
 def warn(message: str) -> None:

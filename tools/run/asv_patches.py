@@ -116,9 +116,16 @@ def save_partial(results, directory: str) -> None:
 
 
 def is_partial(path) -> bool:
-    """Whether the asv results file at ``path`` was saved before its commit's run ended (``save_partial``)."""
-    with open(path, encoding="utf-8") as file:
-        return bool(json.load(file).get(PARTIAL))
+    """Whether the asv results file at ``path`` was saved before its commit's run ended (``save_partial``).
+
+    A file that cannot be read as a JSON object (cut mid-write by another writer, damaged) counts as partial:
+    its commit's run is not known to be whole."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except (OSError, ValueError):
+        return True
+    return not isinstance(data, dict) or bool(data.get(PARTIAL))
 
 
 def fix_setup_exit() -> None:

@@ -1,5 +1,7 @@
 """The suite's building blocks (benchmarks/): the grid, the training step, its timers and memory."""
 
+import contextlib
+import functools
 import subprocess
 import sys
 import warnings
@@ -50,13 +52,72 @@ def test_a_step_builds_nothing_until_it_runs(step):
     assert not {"inputs", "timer"} & set(vars(step))
 
 
+def _counting(step, method):
+    """Replace ``step``'s bound ``method`` by one that counts its calls; returns the count, a list of one int."""
+    calls, original = [0], getattr(step, method)
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    setattr(step, method, counted)
+    return calls
+
+
+def test_the_eager_timer_runs_only_the_pass_it_is_asked_for(step):
+    """CPU: a timed forward runs no backward; a timed backward differentiates one retained forward, built on the
+    first (asv's untimed warm-up) call, and runs no forward after it."""
+    timer = step_module.EagerTimer(step)
+    losses, gradients = _counting(step, "loss"), _counting(step, "gradients")
+    timer.forward()
+    assert (losses[0], gradients[0]) == (1, 0)
+    timer.backward()
+    assert (losses[0], gradients[0]) == (2, 1)
+    timer.backward()
+    assert (losses[0], gradients[0]) == (2, 2)
+
+
+class _Graph:
+    """A stand-in for a captured torch.cuda.CUDAGraph that counts its replays."""
+
+    def __init__(self):
+        self.replays = 0
+
+    def replay(self):
+        self.replays += 1
+
+
+class _UncapturedGraphTimer(step_module.GraphTimer):
+    """GraphTimer's dispatch over stand-in graphs, so that it runs without CUDA."""
+
+    @functools.cached_property
+    def forward_graph(self):
+        return _Graph()
+
+    @functools.cached_property
+    def backward_graph(self):
+        return _Graph()
+
+
+def test_the_graph_timer_replays_only_the_pass_it_is_asked_for(step):
+    timer = _UncapturedGraphTimer(step)
+    timer.forward()
+    assert "backward_graph" not in vars(timer) and timer.forward_graph.replays == 1
+    timer.backward()
+    assert (timer.forward_graph.replays, timer.backward_graph.replays) == (1, 1)
+    timer.forward_backward()
+    assert (timer.forward_graph.replays, timer.backward_graph.replays) == (2, 2)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(DEVICE != "cuda", reason="the suite runs on CUDA only where a GPU exists")
 def test_timer_times_only_the_pass_it_is_asked_for(step):
+    """A forward benchmark never captures a backward graph."""
+    assert isinstance(step.timer, step_module.GraphTimer)
     step.timer.forward()
-    if DEVICE == "cuda":
-        assert "forward_graph" in vars(step.timer) and "backward_graph" not in vars(step.timer)
+    assert "forward_graph" in vars(step.timer) and "backward_graph" not in vars(step.timer)
     step.timer.backward()
-    if DEVICE == "cuda":
-        assert "backward_graph" in vars(step.timer)
+    assert "backward_graph" in vars(step.timer)
 
 
 def test_a_peak_excludes_the_inputs():
@@ -143,18 +204,66 @@ def test_a_capture_is_independent_of_graphs_the_process_holds(implementation):
     torch.testing.assert_close(step.timer.loss, held)
     for replayed, eager in zip(step.timer.gradients, eager_gradients, strict=True):
         torch.testing.assert_close(replayed, eager)
-    step.gradients(held)  # the held graph is intact
+    for again, eager in zip(step.gradients(held), eager_gradients, strict=True):  # the held graph is intact
+        torch.testing.assert_close(again, eager)
+
+
+@contextlib.contextmanager
+def _forward_dtypes(step):
+    """The dtypes of the logits ``step``'s model returns inside the block (a list, filled as forwards run)."""
+    dtypes = []
+    handle = step._model().register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    try:
+        yield dtypes
+    finally:
+        handle.remove()
+
+
+def _gradients_of(step):
+    """Record what ``step.gradients`` returns from now on (a list, one entry per call)."""
+    returned, original = [], step.gradients
+
+    def recorded(*args, **kwargs):
+        returned.append(original(*args, **kwargs))
+        return returned[-1]
+
+    step.gradients = recorded
+    return returned
+
+
+def _assert_a_gradient_for_every_parameter(step, gradients):
+    parameters = list(step._model().parameters())
+    assert len(gradients) == len(parameters)
+    for gradient, parameter in zip(gradients, parameters, strict=True):
+        assert gradient.shape == parameter.shape and gradient.dtype == parameter.dtype
+        assert gradient.isfinite().all()
+    assert any(gradient.count_nonzero() for gradient in gradients)
+
+
+def test_the_eager_step_runs_a_forward_and_a_backward():
+    """bench_eager's step, on the suite's device: one forward in the step's precision, then every gradient."""
+    eager = step_module.TrainingStep("ste", "bmm", 2, "fp32")
+    returned = _gradients_of(eager)
+    with _forward_dtypes(eager) as dtypes:
+        eager.eager()
+    assert dtypes == [torch.float32] and len(returned) == 1
+    _assert_a_gradient_for_every_parameter(eager, returned[0])
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(DEVICE != "cuda", reason="the suite runs on CUDA only where a GPU exists")
 def test_the_width_and_eager_steps_run():
-    """bench_width's step (a wider model, both graphs replayed) and bench_eager's step."""
+    """bench_width's step (a wider model, both graphs replayed) and bench_eager's step (bf16)."""
     wide = step_module.TrainingStep("ste", "fused", 2, "fp32", width=1024)
     assert wide._model().config.d_model == 1024 and wide._model().config.d_ff == 4096
     wide.timer.forward_backward()
     assert wide.timer.loss.isfinite() and len(wide.timer.gradients) == len(wide.inputs[0])
-    step_module.TrainingStep("ste", "fused", 2, "bf16").eager()
+    eager = step_module.TrainingStep("ste", "fused", 2, "bf16")
+    returned = _gradients_of(eager)
+    with _forward_dtypes(eager) as dtypes:
+        eager.eager()
+    assert dtypes == [torch.bfloat16] and len(returned) == 1
+    _assert_a_gradient_for_every_parameter(eager, returned[0])
 
 
 def test_width_models_keep_the_preset_but_its_width():
@@ -208,10 +317,20 @@ def test_precisions_switch_autocast_and_tf32_and_restore_them():
 
 
 def test_a_reduced_precision_step_runs_in_its_precision():
-    bf16 = step_module.TrainingStep("ste", "fused", 2, precision="bf16")
-    bf16.gradients(bf16.loss())
+    """The bf16 step's forward runs under bf16 autocast (its logits are bf16, its loss not the fp32 step's), its
+    gradients are the fp32 parameters'; the fp32 (dense) step's forward is fp32."""
+    bf16, fp32 = (step_module.TrainingStep("ste", "fused", 2, precision=p) for p in ("bf16", "fp32"))
+    with _forward_dtypes(bf16) as dtypes:
+        loss = bf16.loss()
+    assert dtypes == [torch.bfloat16]
+    assert loss.isfinite() and loss.item() != fp32.loss().item()
+    torch.testing.assert_close(loss, fp32.loss(), rtol=0.05, atol=0)
+    _assert_a_gradient_for_every_parameter(bf16, bf16.gradients(loss))
     dense = step_module.TrainingStep(None, grid.DENSE, 2, precision="fp32")
-    assert len(dense.gradients(dense.loss())) == len(list(dense._model().parameters()))
+    with _forward_dtypes(dense) as dtypes:
+        loss = dense.loss()
+    assert dtypes == [torch.float32]
+    _assert_a_gradient_for_every_parameter(dense, dense.gradients(loss))
 
 
 def test_the_reduced_precision_and_dense_grids():

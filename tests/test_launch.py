@@ -72,6 +72,7 @@ def test_unsupported_arguments_are_refused():
         argument_key("a string")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the bound launcher runs on CUDA only")
 def test_bound_launches_compute_what_the_jit_launch_does():
     from estimators import _launch, triton_kernels

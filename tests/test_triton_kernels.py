@@ -323,6 +323,7 @@ def test_kernel_weight_grad_splits_the_batch_consistently():
 
 
 @needs_kernels
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="a layer this large is too slow for the interpreter")
 @pytest.mark.parametrize("d_in, d_out", [(512, 1024), (1024, 512)], ids=["tall", "wide"])
 def test_large_fp32_layers_reduce_over_a_time_major_copy(d_in, d_out):

@@ -39,8 +39,9 @@ def test_fewer_than_two_gpus_is_na(device, gpus):
 
 
 def test_report_reads_steps_and_efficiency_from_the_tracks():
-    from tools.reporting.report import EmptyReport, data_parallel_report
     from tools.reporting.results import Measurement
+    from tools.reporting.tables.common import EmptyReport
+    from tools.reporting.tables.data_parallel import data_parallel_report
 
     class OneCell:  # Measurements' API: fused fp32 at 64 rows per GPU only
         commit = "0" * 40

@@ -1,8 +1,9 @@
 """asv's history detection on a throwaway clone, CPU small preset: the regressions page and ``asv find``.
 
-Six commits on the clone's main, one of them planting a 0.5 s sleep in the
-straight-through backward (tests/test_gate.py's plant, about 5x
-``Estimate.time_backward('ste')``): asv runs that one cell on each, ``asv
+Six commits on the clone's main, one of them planting a 1.5 s sleep in the
+straight-through backward (tests/test_gate.py's plant, about 8x
+``Estimate.time_backward('ste')``, several times what a loaded 2-core machine
+adds to it: a 0.5 s plant went undetected once while other asv runs shared the cores): asv runs that one cell on each, ``asv
 publish`` must name the planted commit on the regressions page
 (html/regressions.json) with asv.conf.json's thresholds, a range without the
 plant must name nothing, and ``asv find`` through ``tools.run.asv_project``
@@ -43,7 +44,7 @@ def history(tmp_path_factory):
     readme = root / "README.md"
     for step in range(5):
         if step == 2:
-            plant_slowdown(root, seconds=0.5)
+            plant_slowdown(root, seconds=1.5)
         else:
             readme.write_text(readme.read_text() + "\n")
         commits.append(_commit(root, f"History step {step}"))

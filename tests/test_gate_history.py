@@ -3,8 +3,8 @@
 Six commits on the clone's main, one of them planting a 1.5 s sleep in the
 straight-through backward (tests/test_gate.py's plant, about 8x
 ``Estimate.time_backward('ste')``, several times what a loaded 2-core machine
-adds to it: a 0.5 s plant went undetected once while other asv runs shared the cores): asv runs that one cell on each, ``asv
-publish`` must name the planted commit on the regressions page
+adds to it: a 0.5 s plant went undetected while other asv runs shared the
+cores): asv runs that one cell on each, ``asv publish`` must name the planted commit on the regressions page
 (html/regressions.json) with asv.conf.json's thresholds, a range without the
 plant must name nothing, and ``asv find`` through ``tools.run.asv_project``
 must bisect to the planted commit. The plant is far above the thresholds and

@@ -22,22 +22,20 @@ def positive_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """A finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
+    return _finite_above(text, 0, "expected a finite number > 0")
 
 
 def factor(text: str) -> float:
     """A ratio head / base that counts as a regression: a finite number > 1."""
-    rule = "a regression factor must be > 1 and finite (1.05 = 5% slower)"
+    return _finite_above(text, 1, "a regression factor must be > 1 and finite (1.05 = 5% slower)")
+
+
+def _finite_above(text: str, bound: float, rule: str) -> float:
+    """``text`` as a float in (``bound``, inf), else argparse's error: ``rule`` and the value given."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{rule}, got {text!r}") from None
-    if not 1 < value < math.inf:
+    if not bound < value < math.inf:
         raise argparse.ArgumentTypeError(f"{rule}, got {text}")
     return value

@@ -242,11 +242,15 @@ def _assert_a_gradient_for_every_parameter(step, gradients):
 
 def test_the_eager_step_runs_a_forward_and_a_backward():
     """bench_eager's step, on the suite's device: one forward in the step's precision, then every gradient."""
-    eager = step_module.TrainingStep("ste", "bmm", 2, "fp32")
+    _assert_one_eager_step(step_module.TrainingStep("ste", "bmm", 2, "fp32"), torch.float32)
+
+
+def _assert_one_eager_step(eager, dtype):
+    """``eager.eager()`` runs one forward whose logits are ``dtype``, then a gradient for every parameter."""
     returned = _gradients_of(eager)
     with _forward_dtypes(eager) as dtypes:
         eager.eager()
-    assert dtypes == [torch.float32] and len(returned) == 1
+    assert dtypes == [dtype] and len(returned) == 1
     _assert_a_gradient_for_every_parameter(eager, returned[0])
 
 
@@ -258,12 +262,7 @@ def test_the_width_and_eager_steps_run():
     assert wide._model().config.d_model == 1024 and wide._model().config.d_ff == 4096
     wide.timer.forward_backward()
     assert wide.timer.loss.isfinite() and len(wide.timer.gradients) == len(wide.inputs[0])
-    eager = step_module.TrainingStep("ste", "fused", 2, "bf16")
-    returned = _gradients_of(eager)
-    with _forward_dtypes(eager) as dtypes:
-        eager.eager()
-    assert dtypes == [torch.bfloat16] and len(returned) == 1
-    _assert_a_gradient_for_every_parameter(eager, returned[0])
+    _assert_one_eager_step(step_module.TrainingStep("ste", "fused", 2, "bf16"), torch.bfloat16)
 
 
 def test_width_models_keep_the_preset_but_its_width():

@@ -19,7 +19,7 @@ DEFAULT_PRESET = {"cuda": "seed", "cpu": "small"}
 
 # What runs where: (implementation or "*", device or "*") -> the batches it runs at, and why.
 RUNS_AT = {
-    # The package's single-sample path: it raises for any other batch (implementations.check_batch).
+    # The package's single-sample path: it raises for any other batch (its check_batch).
     ("current", "*"): ((1,), "current is the single-sample path and runs batch 1 only"),
     # torch.compile costs 5-20 s per process: one batch size is the baseline.
     ("compiled", "*"): ((16,), "compiled is benchmarked at batch 16 (each process compiles)"),

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import estimators
-from estimators import _backend, _checks, fused, noise, sampler
+from estimators import _backend, _checks, noise, sampler
 from estimators.config import ModelConfig
 from estimators.gradients import ESTIMATOR_FUNCTIONS, sample_index
-from estimators.implementations import MaskDraw
+from estimators.implementations import MaskDraw, fused, fused_triton
 
 from conftest import CONFIGS
 
@@ -479,33 +479,33 @@ def test_on_cuda_the_forwards_value_checks_are_one_kernel(monkeypatch):
 
 @needs_kernels
 def test_masks_side_by_side_are_one_stacked_layers_and_others_are_refused():
-    """fused._side_by_side_masks: the masks of layers adjacent in draw_bits_by_layer's output, as one layer's; None
-    for layers out of order or apart, a missing mask, and masks that do not end on a byte's end."""
+    """fused_triton.side_by_side_masks: the masks of layers adjacent in draw_bits_by_layer's output, as one
+    layer's; None for layers out of order or apart, a missing mask, and masks that do not end on a byte's end."""
     model = estimators.build_model(CONFIGS["tiny"], device=KERNEL_DEVICE, seed=3)
     samples = range(5, 8)
     drawn = sampler.draw_bits_by_layer(model.stochastic_layers(), 9, samples, {})
     draw = MaskDraw("ste", "fused", 1.0, 9, samples, drawn)
     attention = model.blocks[1].attn
-    stacked = fused._side_by_side_masks((attention.q, attention.k, attention.v), draw)
+    stacked = fused_triton.side_by_side_masks((attention.q, attention.k, attention.v), draw)
     want = [
         sampler.draw_index(layer.logits, 9, layer.param_id, samples)
         for layer in (attention.q, attention.k, attention.v)
     ]
     assert torch.equal(stacked.cpu(), sampler.pack_bits(torch.cat(want, 1).cpu()))
-    assert fused._side_by_side_masks((attention.k, attention.v, attention.o), draw) is not None  # adjacent too
+    assert fused_triton.side_by_side_masks((attention.k, attention.v, attention.o), draw) is not None  # adjacent too
     for layers in [
         (attention.k, attention.q, attention.v),
         (attention.q, attention.v),
         (model.blocks[0].attn.v, attention.q),
     ]:
-        assert fused._side_by_side_masks(layers, draw) is None
+        assert fused_triton.side_by_side_masks(layers, draw) is None
     missing = MaskDraw(
         "ste", "fused", 1.0, 9, samples, {key: value for key, value in drawn.items() if key != attention.k.param_id}
     )
-    assert fused._side_by_side_masks((attention.q, attention.k, attention.v), missing) is None
+    assert fused_triton.side_by_side_masks((attention.q, attention.k, attention.v), missing) is None
     odd = ModelConfig(d_model=30, n_head=2, n_layer=1, d_ff=8, vocab_size=11, seq_len=4)  # 900 weights a layer
     model = estimators.build_model(odd, device=KERNEL_DEVICE, seed=3)
     drawn = sampler.draw_bits_by_layer(model.stochastic_layers(), 9, samples, {})
     attention = model.blocks[0].attn
     draw = MaskDraw("ste", "fused", 1.0, 9, samples, drawn)
-    assert fused._side_by_side_masks((attention.q, attention.k, attention.v), draw) is None
+    assert fused_triton.side_by_side_masks((attention.q, attention.k, attention.v), draw) is None

@@ -3,11 +3,12 @@
 For logits theta [out, in, K] of parameter ``param``, sample ``b`` draws
 s_b = argmax_k(theta_k + G_k(U_b)) with U_b the counter-based noise of
 ``noise.uniform``. On CPU this is ``gradients.sample_index`` on that noise (for
-K = 2, a shortcut that gives the same bits); on
-CUDA a Triton kernel computes the same noise and argmax in registers without
-writing U (also on CPU under TRITON_INTERPRET=1). Implementations differ only in how they apply the masks, never in
-which masks they draw. (CPU and CUDA noise agree bit for bit; the float argmax
-on top may differ where two categories tie to the last bit.)
+K = 2, a shortcut that gives the same bits); on CUDA a Triton kernel computes the
+same noise and argmax in registers without writing U (also on CPU under
+TRITON_INTERPRET=1). Implementations differ only in how they apply the masks,
+never in which masks they draw. ``uniform`` is ``noise.uniform`` computed on the
+device where the kernels run. (CPU and CUDA noise agree bit for bit; the float
+argmax on top may differ where two categories tie to the last bit.)
 """
 
 from __future__ import annotations
@@ -20,6 +21,29 @@ import torch
 from . import _backend, noise
 from .gradients import sample_index
 from .noise import gumbel
+
+
+def uniform(
+    seed: noise.Seed,
+    param: int,
+    samples: Sequence[int],
+    shape: Sequence[int],
+    device: torch.device | str = "cpu",
+    *,
+    category_major: bool = False,
+) -> torch.Tensor:
+    """``noise.uniform``, computed on ``device`` by a Triton kernel where the kernels run (the same bits).
+
+    ``seed``: an int, or an int64 tensor (``noise.Seed``), which the kernel reads when it runs. The kernels'
+    noise keeps the default layout whatever ``category_major``; elsewhere this is ``noise.uniform``.
+    """
+    kernels = _backend.triton_kernels(device)
+    if kernels is None:
+        return noise.uniform(seed, param, samples, shape, device, category_major=category_major)
+    seed, samples, numel = noise.check_uniform_arguments(seed, param, samples, shape, device)
+    return noise.over_runs(samples, lambda run: kernels.uniform(seed, param, run, numel, device)).view(
+        len(samples), *shape
+    )
 
 
 def draw_index(logits: torch.Tensor, seed: noise.Seed, param: int, samples: Sequence[int]) -> torch.Tensor:

@@ -113,7 +113,7 @@ def test_layers_drawn_in_one_launch_are_each_layers_draw(seed, dtype):
 
 @needs_kernels
 def test_kernel_uniform_of_scattered_samples():
-    got = noise.uniform(2**63 + 1, 9, [4, 0, 1, 2, 9], (33, 2), KERNEL_DEVICE).cpu()
+    got = sampler.uniform(2**63 + 1, 9, [4, 0, 1, 2, 9], (33, 2), KERNEL_DEVICE).cpu()
     keys = noise.sample_keys(2**63 + 1, 9, [4, 0, 1, 2, 9])
     assert torch.equal(got.view(5, -1), torch.from_numpy(noise._uniform_numpy(keys, 66)))
 

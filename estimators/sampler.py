@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from . import _backend, noise
+from . import _backend, _device_tables, noise
 from .gradients import sample_index
 from .noise import gumbel
 
@@ -158,15 +158,15 @@ def draw_bits_by_layer(layers: Sequence, seed: noise.Seed, samples: range, table
     which reads each layer's logits through a table of their addresses on the device. Each layer's
     masks are a view ``[B, bytes]`` of the group's ``[B, layers, bytes]``, in which a sample's masks of
     consecutive layers (in ``layers``' order) are adjacent. The tables are
-    kept in ``tables`` (the caller's: it must outlive every CUDA graph that replays the launch) under
-    the logits' current addresses. Returns {} where the kernels do not run (the CPU draws layer by
-    layer), and leaves out a group whose table would have to be built while a CUDA graph is being
-    captured (a host-to-device copy cannot be captured): those layers draw one by one.
+    kept in ``tables`` (the caller's: it must outlive every CUDA graph that replays the launch) by
+    ``_device_tables``, under the logits' current addresses. Returns {} where the kernels do not run (the
+    CPU draws layer by layer), and leaves out a group whose table would have to be built while a CUDA graph
+    is being captured (a host-to-device copy cannot be captured): those layers draw one by one.
 
     Args:
         layers: modules with ``logits`` ``[out, in, 2]`` and ``param_id``.
         seed: as ``draw_bits``. samples: a range of consecutive sample indices.
-        tables: the cache of device tables, {} at first.
+        tables: the caller's dict of device tables (``_device_tables``), {} at first.
 
     Returns:
         each layer's packed masks by ``param_id``: ``draw_bits(layer.logits, seed, layer.param_id, samples)``.
@@ -186,13 +186,11 @@ def draw_bits_by_layer(layers: Sequence, seed: noise.Seed, samples: range, table
     drawn = {}
     for group in groups.values():
         device = group[0][1].device
-        # The table's contents are its key (addresses and parameter indices): a kept table is never stale.
-        key = (device, tuple(logits.data_ptr() for _, logits in group), tuple(param for param, _ in group))
-        table = tables.get(key)
-        if table is None:
-            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-                continue
-            table = tables[key] = tuple(torch.tensor(column, dtype=torch.int64, device=device) for column in key[1:])
+        table = _device_tables.columns(
+            tables, device, (tuple(logits.data_ptr() for _, logits in group), tuple(param for param, _ in group))
+        )
+        if table is None:  # a CUDA graph is being captured and the table was never built: layer by layer
+            continue
         bits = kernels.sample_bits_layers(*table, group[0][1], seed, samples)
         drawn.update((param, bits[:, index]) for index, (param, _) in enumerate(group))
     return drawn

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _checks, implementations
+from . import _checks, implementations, step_value_check
 from .config import PRESETS, ModelConfig
 from .gradients import ESTIMATOR_FUNCTIONS, ESTIMATORS
 from .implementations import MaskDraw
@@ -202,7 +202,7 @@ class StochasticTransformer(nn.Module):
         margin = _checks.tau_scale_margin(ESTIMATOR_FUNCTIONS[estimator].needs_uniform, self.config.num_categories)
         # Triton launches on the current CUDA device: make it the model's (the backward's are the engine's).
         with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
-            values = _checks.StepValueCheck(
+            values = step_value_check.StepValueCheck(
                 tokens,
                 self.config.vocab_size,
                 [layer.logits for layer in self._stochastic],

@@ -15,7 +15,7 @@ import torch
 
 import estimators
 from benchmarks.workload import random_tokens
-from estimators import _checks
+from estimators import step_value_check
 from estimators.model import next_token_loss
 from estimators.reference import per_sample_logits
 
@@ -108,10 +108,10 @@ def test_the_value_checks_run_outside_the_callers_autocast(model_dtype, autocast
     logits = [torch.randn(4, 3, 2).to(model_dtype) for _ in range(3)]
     tokens = torch.tensor([[1, 2, 3]])
     with torch.autocast("cpu", dtype=autocast_dtype):
-        _checks.StepValueCheck(tokens, 5, logits, 1.0, 0.0).result()
+        step_value_check.StepValueCheck(tokens, 5, logits, 1.0, 0.0).result()
         logits[1][2, 1, 0] = float("nan")
         with pytest.raises(ValueError, match="not finite"):
-            _checks.StepValueCheck(tokens, 5, logits, 1.0, 0.0).result()
+            step_value_check.StepValueCheck(tokens, 5, logits, 1.0, 0.0).result()
 
 
 @pytest.mark.parametrize("model_dtype, autocast_dtype", MIXES, ids=MIX_IDS)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import estimators
-from estimators import _backend, _checks, noise, sampler
+from estimators import _backend, _device_tables, noise, sampler, step_value_check
 from estimators.config import ModelConfig
 from estimators.gradients import ESTIMATOR_FUNCTIONS, sample_index
 from estimators.implementations import MaskDraw, fused, fused_triton
@@ -105,7 +105,7 @@ def test_layers_drawn_in_one_launch_are_each_layers_draw(seed, dtype):
         for layer in layers:
             want = sampler.draw_bits(layer.logits, seed_value, layer.param_id, samples)
             assert torch.equal(drawn[layer.param_id], want), f"layer {layer.param_id}"
-    assert len(tables) == 2, "one table a group, built once"
+    assert _device_tables.kept(tables) == 2, "one table a group, built once"
     # A negative control: another layer's parameter index draws other bits.
     other = sampler.draw_bits(layers[0].logits, seed, layers[1].param_id, samples)
     assert not torch.equal(drawn[layers[0].param_id], other)
@@ -113,7 +113,7 @@ def test_layers_drawn_in_one_launch_are_each_layers_draw(seed, dtype):
 
 @needs_kernels
 def test_kernel_uniform_of_scattered_samples():
-    got = noise.uniform(2**63 + 1, 9, [4, 0, 1, 2, 9], (33, 2), KERNEL_DEVICE).cpu()
+    got = sampler.uniform(2**63 + 1, 9, [4, 0, 1, 2, 9], (33, 2), KERNEL_DEVICE).cpu()
     keys = noise.sample_keys(2**63 + 1, 9, [4, 0, 1, 2, 9])
     assert torch.equal(got.view(5, -1), torch.from_numpy(noise._uniform_numpy(keys, 66)))
 
@@ -164,15 +164,16 @@ def test_kernel_masked_linear_forward_and_input_grad(codes, weight_copy):
 @pytest.mark.parametrize("key", list(itertools.product([False, True], repeat=3)))  # MATMUL_TILES_BY_SHAPE's keys
 def test_every_tile_configuration_masks_its_edges(key):
     """Each of MATMUL_TILES_BY_SHAPE's tiles, passed explicitly, on a shape off every tile multiple."""
-    from estimators import triton_kernels
+    from estimators.kernels import tiles as kernel_tiles
 
-    sixteen_bit, input_grad, _ = key
+    shape = kernel_tiles.MatmulShape(*key)
+    sixteen_bit, input_grad = shape.sixteen_bit, shape.input_grad
     # bf16 dots are wrong under Triton's interpreter (docs/PERFORMANCE.md, "Precision"): fp16 there.
     dtype = (torch.float16 if INTERPRETED else torch.bfloat16) if sixteen_bit else torch.float32
     x, weight, bias, logits, dy, index = _problem()
     masks = index.float()
     bits = sampler.pack_bits(index).to(KERNEL_DEVICE)
-    tiles = triton_kernels.MATMUL_TILES_BY_SHAPE[key]
+    tiles = kernel_tiles.MATMUL_TILES_BY_SHAPE[shape]
     w_b = (weight * masks).to(dtype).double()
     if input_grad:
         got = _kernels().masked_linear_input_grad(
@@ -198,10 +199,10 @@ def test_every_tile_configuration_masks_its_edges(key):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_kernel_masked_linear_large_shape_tiles(dtype):
     """Outputs of >= LARGE_OUTPUT elements take MATMUL_TILES_BY_SHAPE's large tiles in both passes."""
-    from estimators import triton_kernels
+    from estimators import kernels
 
     batch, time, d_in, d_out = 16, 128, 2048, 2048
-    assert batch * time * min(d_in, d_out) >= triton_kernels.LARGE_OUTPUT
+    assert batch * time * min(d_in, d_out) >= kernels.LARGE_OUTPUT
     gen = torch.Generator().manual_seed(0)
     x, dy = torch.randn(batch, time, d_in, generator=gen), torch.randn(batch, time, d_out, generator=gen)
     weight, bias = torch.randn(d_out, d_in, generator=gen) / 32, torch.randn(d_out, generator=gen)
@@ -438,7 +439,7 @@ def test_fused_runs_the_hooks_of_query_key_value(monkeypatch):
 @pytest.mark.parametrize("bad", ["none", "nan", "-inf"])
 @pytest.mark.parametrize("token_dtype", [torch.int64, torch.int32])
 def test_step_values_reduces_the_logits_and_the_ids_and_clamps_the_ids(bad, token_dtype):
-    """triton_kernels.step_values: max |logit| over layers of other sizes (NaN and inf kept), the ids' min and max
+    """kernels.step_values: max |logit| over layers of other sizes (NaN and inf kept), the ids' min and max
     (more ids than a block), and the ids clamped into the vocabulary."""
     generator = torch.Generator().manual_seed(0)
     layers = [torch.randn(shape, generator=generator) for shape in [(7, 5, 2), (300, 40, 2), (3, 3, 2)]]
@@ -454,7 +455,7 @@ def test_step_values_reduces_the_logits_and_the_ids_and_clamps_the_ids(bad, toke
         tokens.to(token_dtype).to(KERNEL_DEVICE), 50, table, numels, torch.float32, max(numels.tolist())
     )
     assert safe.dtype == token_dtype and torch.equal(safe.cpu().long(), tokens.clamp(0, 49))
-    largest, low, high = _checks._read_reductions(values.cpu())  # as StepValueCheck.result reads them
+    largest, low, high = step_value_check._read_reductions(values.cpu())  # as StepValueCheck.result reads them
     want = {"none": 17.5, "nan": float("nan"), "-inf": float("inf")}[bad]
     assert largest == want or (np.isnan(want) and np.isnan(largest))
     assert (low, high) == (-4, 77)
@@ -463,7 +464,7 @@ def test_step_values_reduces_the_logits_and_the_ids_and_clamps_the_ids(bad, toke
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the forward's value checks launch a kernel on CUDA only")
 def test_on_cuda_the_forwards_value_checks_are_one_kernel(monkeypatch):
-    """The model's StepValueCheck takes triton_kernels.step_values, whose values it reads."""
+    """The model's StepValueCheck takes kernels.step_values, whose values it reads."""
     model = estimators.build_model(CONFIGS["tiny"], device="cuda")
     tokens = torch.randint(0, CONFIGS["tiny"].vocab_size, (2, 8), device="cuda")
     launches = []

@@ -43,7 +43,7 @@ class MaskDraw:
         """The noise U [B, out, in, K], if the estimator's backward needs it; else None."""
         if not ESTIMATOR_FUNCTIONS[self.estimator].needs_uniform:
             return None
-        return noise.uniform(self.seed, layer.param_id, self.samples, layer.logits.shape, layer.logits.device)
+        return sampler.uniform(self.seed, layer.param_id, self.samples, layer.logits.shape, layer.logits.device)
 
 
 class Implementation(abc.ABC):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import noise, sampler
+from .. import sampler
 from ..gradients import ESTIMATOR_FUNCTIONS
 from ._fused_common import bias_grad, refuse_double_backward
 
@@ -112,7 +112,7 @@ def _chunked_backward(ctx, dy, tensors, need_x, need_w, need_bias, need_logits):
             drew_k = (chunk if binary else chunk == k).to(torch.float32)
             category_sums[k] += (grad_w * drew_k).sum(0)
         if per_sample:
-            uniform = noise.uniform(
+            uniform = sampler.uniform(
                 draw.seed, ctx.param_id, draw.samples[rows], logits.shape, logits.device, category_major=binary
             )
             if binary:  # one coefficient a weight: category 0's is its negative

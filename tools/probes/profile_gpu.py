@@ -105,7 +105,7 @@ def launch_overhead(report):
             report.append(
                 f"  {implementation:>9} {estimator:>7}: step {per_step:6.2f}  forward (no grad) {forward:6.2f}"
             )
-    from estimators import triton_kernels as tk
+    from estimators import kernels as tk
 
     small = torch.randn(4, 4, 2, device="cuda")
     a = torch.randn(8, device="cuda")
@@ -156,8 +156,8 @@ def kernel_sweep(report, batches=(16, 64), dtypes=("fp32", "bf16"), widths=(512,
     """The fused kernels alone at the layer shapes of ``widths``, under several tiles, dtypes and precisions."""
     import triton.testing
 
+    from estimators import kernels as tk
     from estimators import sampler
-    from estimators import triton_kernels as tk
 
     bench = lambda fn: triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median")  # noqa: E731
     relative = lambda got, want: ((got.double() - want).norm() / want.norm()).item()  # noqa: E731

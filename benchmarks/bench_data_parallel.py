@@ -15,22 +15,11 @@ import itertools
 import estimators
 
 from . import data_parallel, grid, skips
-from .machine import DEVICE, GPUS, PRESET, configure_process
+from .machine import DEVICE, PRESET, configure_process
 
 configure_process()
 
 WORLDS = (1, grid.DATA_PARALLEL_WORLD)
-
-
-def _case_skip_reason(implementation: str) -> str | None:
-    """What this commit's package lacks for a data-parallel step of ``implementation``, or None."""
-    if implementation != grid.DENSE and not hasattr(estimators, "data_parallel_offset"):
-        return "data_parallel_offset does not exist at this commit"
-    try:
-        skips.requires_package_step("ste", implementation)
-    except NotImplementedError as missing:
-        return str(missing)
-    return None
 
 
 class DataParallel:
@@ -44,19 +33,25 @@ class DataParallel:
         list(grid.DATA_PARALLEL_BATCHES),
     ]
     param_names = ["precision", "implementation", "local_batch"]
-    skip_params = list(itertools.product(*params)) if grid.data_parallel_skip_reason(DEVICE, GPUS) else []
+
+    @staticmethod
+    def cell(precision, implementation, local_batch):
+        return skips.Cell("data_parallel", "ste", implementation, local_batch, precision)
+
+    skip_params = skips.skip_params(params, cell)
 
     def setup_cache(self):
         """{(precision, implementation, local_batch): {world: row}}, or the reason it has no figures."""
-        machine = grid.data_parallel_skip_reason(DEVICE, GPUS)
+        combinations = list(itertools.product(*self.params))
+        machine = skips.skip_reason(self.cell(*combinations[0]), commit=False)  # the same for every cell
         if machine:
             return machine
         if PRESET not in getattr(estimators, "PRESETS", {}):
             return f"preset {PRESET!r} does not exist at this commit"
         cases = [
             (implementation, precision, batch)
-            for precision, implementation, batch in itertools.product(*self.params)
-            if _case_skip_reason(implementation) is None
+            for precision, implementation, batch in combinations
+            if skips.skip_reason(self.cell(precision, implementation, batch)) is None
         ]
         rows = data_parallel.measure(cases, worlds=WORLDS, device=DEVICE, preset=PRESET)
         figures = {}
@@ -67,7 +62,8 @@ class DataParallel:
     def setup(self, figures, precision, implementation, local_batch):
         """n/a for a machine without the GPUs, a commit without what the step needs, or a case that ran out
         of memory (asv skips only from setup)."""
-        skips.skip_if(figures if isinstance(figures, str) else _case_skip_reason(implementation))
+        skips.skip_if(figures if isinstance(figures, str) else None)
+        skips.skip(self.cell(precision, implementation, local_batch))
         for row in figures[precision, implementation, local_batch].values():
             skips.skip_if(row.get("error"))
 

@@ -41,20 +41,21 @@ class DataParallel:
     skip_params = skips.skip_params(params, cell)
 
     def setup_cache(self):
-        """{(precision, implementation, local_batch): {world: row}}, or the reason it has no figures."""
+        """{(precision, implementation, local_batch): {world: row}, or the reason the case has none}, or the
+        reason the machine has no figures."""
         combinations = list(itertools.product(*self.params))
         machine = skips.skip_reason(self.cell(*combinations[0]), commit=False)  # the same for every cell
         if machine:
             return machine
         if PRESET not in getattr(estimators, "PRESETS", {}):
             return f"preset {PRESET!r} does not exist at this commit"
-        cases = [
-            (implementation, precision, batch)
-            for precision, implementation, batch in combinations
-            if skips.skip_reason(self.cell(precision, implementation, batch)) is None
-        ]
-        rows = data_parallel.measure(cases, worlds=WORLDS, device=DEVICE, preset=PRESET)
         figures = {}
+        for combination in combinations:
+            reason = skips.skip_reason(self.cell(*combination))
+            if reason is not None:
+                figures[combination] = reason
+        cases = [(i, p, b) for p, i, b in combinations if (p, i, b) not in figures]  # measure's order of fields
+        rows = data_parallel.measure(cases, worlds=WORLDS, device=DEVICE, preset=PRESET)
         for row in rows:
             figures.setdefault((row["precision"], row["implementation"], row["local_batch"]), {})[row["world"]] = row
         return figures
@@ -63,8 +64,9 @@ class DataParallel:
         """n/a for a machine without the GPUs, a commit without what the step needs, or a case that ran out
         of memory (asv skips only from setup)."""
         skips.skip_if(figures if isinstance(figures, str) else None)
-        skips.skip(self.cell(precision, implementation, local_batch))
-        for row in figures[precision, implementation, local_batch].values():
+        case = figures[precision, implementation, local_batch]
+        skips.skip_if(case if isinstance(case, str) else None)
+        for row in case.values():
             skips.skip_if(row.get("error"))
 
     def track_time_per_sample_1_gpu(self, figures, precision, implementation, local_batch):

@@ -181,11 +181,37 @@ def _missing_estimator(cell: Cell, machine: Machine) -> str | None:
     return None
 
 
-def _if(condition: Callable[[Cell, Machine], bool], reason: str) -> Callable[[Cell, Machine], str | None]:
-    return lambda cell, machine: reason if condition(cell, machine) else None
+def _missing_data_parallel_offset(cell: Cell, machine: Machine) -> str | None:
+    if cell.implementation != grid.DENSE and not hasattr(estimators, "data_parallel_offset"):
+        return "data_parallel_offset does not exist at this commit"
+    return None
+
+
+def _missing_step_implementation(cell: Cell, machine: Machine) -> str | None:
+    return None if cell.implementation == grid.DENSE else _missing_implementation(cell.implementation)
+
+
+def _missing_ratio_implementations(cell: Cell, machine: Machine) -> str | None:
+    """A ratio's steps: ste fused, the Dense model (no package code) and the Floor."""
+    return _missing_implementation("fused") or _missing_implementation(grid.FLOOR)
+
+
+def _runs_where(cell: Cell, machine: Machine) -> str | None:
+    """``grid.RUNS_AT``; the Dense model uses no implementation of the package's and runs at every batch."""
+    return None if cell.implementation == grid.DENSE else _runs_at(cell.implementation, cell.batch, machine.device)
+
+
+def _cuda_only(reason: str) -> Callable[[Cell, Machine], str | None]:
+    return lambda cell, machine: reason if machine.device == "cpu" else None
 
 
 def _rule(kinds: str, reads: str, reason: Callable[[Cell, Machine], str | None]) -> Rule:
+    """A row of ``RULES``; ValueError for a kind not in ``KINDS`` or ``reads`` other than machine or commit."""
+    unknown = set(kinds.split()) - set(KINDS)
+    if unknown or reads not in ("machine", "commit"):
+        raise ValueError(
+            f"rule of {kinds!r} reading {reads!r}; valid kinds: {', '.join(KINDS)}; reads: machine, commit"
+        )
     return Rule(frozenset(kinds.split()), reads, reason)
 
 
@@ -195,39 +221,20 @@ STEPS = "step reduced eager width data_parallel"  # the kinds that run a step of
 # does not run comes before what the commit lacks, and the tier's rules come last: a cell this commit cannot
 # run says so in any tier.
 RULES = (
-    _rule("reduced", "machine", _if(lambda c, m: m.device == "cpu", "reduced precisions are benchmarked on CUDA only")),
+    _rule("reduced", "machine", _cuda_only("reduced precisions are benchmarked on CUDA only")),
     _rule("reduced", "machine", _reduced_ste_only),
-    _rule(
-        "eager",
-        "machine",
-        _if(lambda c, m: m.device == "cpu", "eager steps are timed on CUDA only (every CPU timing is eager already)"),
-    ),
-    _rule("width", "machine", _if(lambda c, m: m.device == "cpu", "the width benchmark runs on CUDA only")),
+    _rule("eager", "machine", _cuda_only("eager steps are timed on CUDA only (every CPU timing is eager already)")),
+    _rule("width", "machine", _cuda_only("the width benchmark runs on CUDA only")),
     _rule("width", "machine", _width_large_batch),
     _rule("dense", "machine", _dense_batches),
     _rule("ratio", "machine", _ratio_batches),
     _rule("data_parallel", "machine", _data_parallel_gpus),
     _rule("step reduced", "machine", _estimator_implementations),
-    _rule(
-        "step reduced eager",
-        "machine",
-        lambda c, m: None if c.implementation == grid.DENSE else _runs_at(c.implementation, c.batch, m.device),
-    ),
-    _rule(
-        "data_parallel",
-        "commit",
-        _if(
-            lambda c, m: c.implementation != grid.DENSE and not hasattr(estimators, "data_parallel_offset"),
-            "data_parallel_offset does not exist at this commit",
-        ),
-    ),
+    _rule("step reduced eager", "machine", _runs_where),
+    _rule("data_parallel", "commit", _missing_data_parallel_offset),
     _rule(STEPS + " ratio estimator", "commit", _missing_estimator),
-    _rule(
-        STEPS,
-        "commit",
-        lambda c, m: None if c.implementation == grid.DENSE else _missing_implementation(c.implementation),
-    ),
-    _rule("ratio", "commit", lambda c, m: _missing_implementation("fused") or _missing_implementation(grid.FLOOR)),
+    _rule(STEPS, "commit", _missing_step_implementation),
+    _rule("ratio", "commit", _missing_ratio_implementations),
     _rule("step", "machine", _tier_batches),
     _rule("eager", "machine", _eager_tier_precisions),
 )

@@ -42,13 +42,17 @@ ESTIMATOR_IMPLEMENTATIONS = {"gst": ("bmm", "fused", FLOOR), "gumbel_rao": ("bmm
 # parameter lists stay whole, and a cell outside the tier is skipped (asv: n/a) until a full run measures it.
 TIERS = ("default", "full")
 DEFAULT_TIER = "default"
-# The default tier's batches of the implementations that materialise every sample's weights, per device: their
-# cost grows linearly with the batch (batch 8 -> 16 is x1.8-2.3 for each of them on the 2-core CPU), so batch 1
-# (the per-call overhead, against `current`) and the suite's reference batch 16 (64 on CUDA, the largest)
-# characterise them; the other batches interpolate. bmm keeps every batch on CUDA, where fused must beat it.
+# The default tier's batches of the implementations that materialise every sample's weights, per device and keyed
+# by implementation, or by (estimator, implementation) where one estimator differs: their cost grows linearly with
+# the batch (batch 8 -> 16 is x1.8-2.3 for each of them on the 2-core CPU), so batch 1 (the per-call overhead,
+# against `current`) and the suite's reference batch (64 on CUDA, the largest; 16 on the CPU) characterise them;
+# the other batches interpolate. bmm keeps every batch on CUDA, where fused must beat it. On the CPU only bmm keeps
+# batch 16: loop, einsum and vmap do bmm's work there (their batch-16 steps are within 1.2x of bmm's) at a second
+# or more a call, and gumbel_rao's bmm step at batch 16 (its M conditional draws materialised) takes about 5 s a
+# call; together they were a third of a CPU commit's run.
 DEFAULT_TIER_BATCHES = {
     "cuda": {"loop": (1, 16, 64), "einsum": (1, 16, 64), "vmap": (1, 16, 64)},
-    "cpu": {"loop": (1, 16), "einsum": (1, 16), "vmap": (1, 16), "bmm": (1, 16)},
+    "cpu": {"loop": (1,), "einsum": (1,), "vmap": (1,), "bmm": (1, 16), ("gumbel_rao", "bmm"): (1,)},
 }
 
 

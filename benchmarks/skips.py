@@ -108,10 +108,16 @@ def _estimator_implementations(cell: Cell, machine: Machine) -> str | None:
 def _tier_batches(cell: Cell, machine: Machine) -> str | None:
     if machine.tier == "full" or machine.device == "*":
         return None
-    batches = grid.DEFAULT_TIER_BATCHES[machine.device].get(cell.implementation)
+    table = grid.DEFAULT_TIER_BATCHES[machine.device]
+    batches = table.get((cell.estimator, cell.implementation), table.get(cell.implementation))
     if batches is not None and cell.batch not in batches:
+        subject = (
+            cell.implementation
+            if (cell.estimator, cell.implementation) not in table
+            else (f"{cell.implementation} with {cell.estimator}")
+        )
         return (
-            f"{cell.implementation} runs at batches {', '.join(map(str, batches))} on {machine.device} in the "
+            f"{subject} runs at batches {', '.join(map(str, batches))} on {machine.device} in the "
             f"{machine.tier} tier (ESTIMATORS_BENCH_TIER=full runs every batch)"
         )
     return None

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from . import noise, sampler
-from .gradients import ESTIMATOR_FUNCTIONS
+from . import noise, ops
+from .gradients import ESTIMATOR_FUNCTIONS, NEEDS_UNIFORM
 
 FLOOR = "shared"
 
@@ -51,13 +51,13 @@ class MaskDraw:
 
     def index(self, layer) -> torch.Tensor:
         """uint8 [B, out, in]: the sampled category of every weight, for each row."""
-        return sampler.draw_index(layer.logits, self.seed, layer.param_id, self.samples)
+        return ops.draw_index(layer.logits, self.seed, layer.param_id, self.samples)
 
     def uniform(self, layer) -> torch.Tensor | None:
         """The noise U [B, out, in, K], if the estimator's backward needs it; else None."""
-        if not ESTIMATOR_FUNCTIONS[self.estimator].needs_uniform:
+        if not NEEDS_UNIFORM[self.estimator]:
             return None
-        return noise.uniform(self.seed, layer.param_id, self.samples, layer.logits.shape, layer.logits.device)
+        return ops.uniform(layer.logits, self.seed, layer.param_id, self.samples)
 
 
 def masked_weight(estimator, weight, logits, codebook, index, uniform, tau):

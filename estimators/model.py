@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _checks, fused, implementations, sampler
+from . import _checks, fused, implementations, ops, sampler
 from .config import PRESETS, ModelConfig
-from .gradients import ESTIMATOR_FUNCTIONS, ESTIMATORS
+from .gradients import ESTIMATORS, NEEDS_UNIFORM
 from .implementations import FLOOR, IMPLEMENTATIONS, MaskDraw
 
 PROJECTIONS = ("q", "k", "v", "o")
@@ -198,10 +198,12 @@ class StochasticTransformer(nn.Module):
         if device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             norms = (self.ln_final, *(norm for block in self.blocks for norm in (block.ln_attn, block.ln_mlp)))
             _checks.check_autocast_mix(device, {p.dtype for norm in norms for p in norm.parameters()})
-        margin = _checks.tau_scale_margin(ESTIMATOR_FUNCTIONS[estimator].needs_uniform, self.config.num_categories)
+        margin = _checks.tau_scale_margin(NEEDS_UNIFORM[estimator], self.config.num_categories)
         # Triton launches on the current CUDA device: make it the model's (the backward's are the engine's).
         with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
-            values = _checks.StepValueCheck(
+            # Compiled: the checks as one graph node (reading the values in the graph would break it).
+            step_value_check = ops.StepValueCheck if torch.compiler.is_compiling() else _checks.StepValueCheck
+            values = step_value_check(
                 tokens,
                 self.config.vocab_size,
                 [layer.logits for layer in self._stochastic],

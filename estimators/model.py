@@ -185,7 +185,7 @@ class StochasticTransformer(nn.Module):
         _checks.check_choice("implementation", implementation, IMPLEMENTATIONS + (FLOOR,))
         tau = _checks.check_tau(tau)
         device = self.token_embedding.weight.device
-        seed = _checks.check_seed(seed, device)
+        seed = (ops.check_seed if torch.compiler.is_compiling() else _checks.check_seed)(seed, device)
         if isinstance(seed, torch.Tensor):
             seed = seed.clone()  # this pass's value: the backward recomputes noise from it
         _checks.check_tokens(tokens, self.config.vocab_size, self.config.seq_len, device)

@@ -38,6 +38,15 @@ def seed_tensor(seed: noise.Seed) -> torch.Tensor:
     return torch.tensor(seed - 2**64 if seed >= _INT64_LIMIT else seed, dtype=torch.int64)
 
 
+def check_seed(seed: object, device: torch.device | str) -> noise.Seed:
+    """``_checks.check_seed`` for a compiled forward: a 0-d int64 CPU tensor stays a tensor, a graph input that
+    the ops read where they run, so a compiled model draws a new seed's masks without recompiling (reading it
+    in the graph would break the graph; an int seed is a constant of the graph, recompiled for each value)."""
+    if isinstance(seed, torch.Tensor) and seed.device.type == "cpu" and seed.dim() == 0 and seed.dtype == torch.int64:
+        return seed
+    return _checks.check_seed(seed, device)
+
+
 def _seed(seed: torch.Tensor) -> noise.Seed:
     """The sampler's seed: a CPU tensor's value as an int in [0, 2**64); a device tensor as it is."""
     if seed.device.type == "cpu":

@@ -220,6 +220,9 @@ ESTIMATOR_FUNCTIONS: dict[str, type[_OneHotEstimator]] = {
     "gumbel_rao": GumbelRao,
 }
 ESTIMATORS = tuple(ESTIMATOR_FUNCTIONS)
+# Whether each estimator's backward reads the noise U: a plain dict, which torch.compile reads (not the
+# autograd.Function's attribute).
+NEEDS_UNIFORM: dict[str, bool] = {name: function.needs_uniform for name, function in ESTIMATOR_FUNCTIONS.items()}
 
 
 def estimate(name: str, logits: torch.Tensor, uniform: torch.Tensor, tau: float = 1.0) -> torch.Tensor:

@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _checks, implementations, step_value_check
+from . import _checks, implementations, ops, step_value_check
 from .config import PRESETS, ModelConfig
-from .gradients import ESTIMATOR_FUNCTIONS, ESTIMATORS
+from .gradients import ESTIMATORS, NEEDS_UNIFORM
 from .implementations import MaskDraw
 
 PROJECTIONS = ("q", "k", "v", "o")
@@ -186,7 +186,7 @@ class StochasticTransformer(nn.Module):
         method = implementations.lookup(implementation)
         tau = _checks.check_tau(tau)
         device = self.token_embedding.weight.device
-        seed = _checks.check_seed(seed, device)
+        seed = (ops.check_seed if torch.compiler.is_compiling() else _checks.check_seed)(seed, device)
         if isinstance(seed, torch.Tensor):
             seed = seed.clone()  # this pass's value: the backward recomputes noise from it
         _checks.check_tokens(tokens, self.config.vocab_size, self.config.seq_len, device)
@@ -199,10 +199,12 @@ class StochasticTransformer(nn.Module):
         if device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             norms = (self.ln_final, *(norm for block in self.blocks for norm in (block.ln_attn, block.ln_mlp)))
             _checks.check_autocast_mix(device, {p.dtype for norm in norms for p in norm.parameters()})
-        margin = _checks.tau_scale_margin(ESTIMATOR_FUNCTIONS[estimator].needs_uniform, self.config.num_categories)
+        margin = _checks.tau_scale_margin(NEEDS_UNIFORM[estimator], self.config.num_categories)
         # Triton launches on the current CUDA device: make it the model's (the backward's are the engine's).
         with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
-            values = step_value_check.StepValueCheck(
+            # Compiled: the checks as one graph node (reading the values in the graph would break it).
+            check = ops.StepValueCheck if torch.compiler.is_compiling() else step_value_check.StepValueCheck
+            values = check(
                 tokens,
                 self.config.vocab_size,
                 [layer.logits for layer in self._stochastic],

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import noise, sampler
-from ..gradients import ESTIMATOR_FUNCTIONS
+from .. import noise, ops, sampler
+from ..gradients import NEEDS_UNIFORM
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,19 @@ class MaskDraw:
     drawn: dict = field(default_factory=dict, compare=False, repr=False)
 
     def index(self, layer) -> torch.Tensor:
-        """uint8 [B, out, in]: the sampled category of every weight, for each row."""
+        """uint8 [B, out, in]: the sampled category of every weight, for each row (inside a compiled model
+        through the custom op ``estimators::draw_index``, which computes the same bits)."""
+        if torch.compiler.is_compiling():
+            return ops.draw_index(layer.logits, self.seed, layer.param_id, self.samples)
         return sampler.draw_index(layer.logits, self.seed, layer.param_id, self.samples)
 
     def uniform(self, layer) -> torch.Tensor | None:
-        """The noise U [B, out, in, K], if the estimator's backward needs it; else None."""
-        if not ESTIMATOR_FUNCTIONS[self.estimator].needs_uniform:
+        """The noise U [B, out, in, K], if the estimator's backward needs it; else None (inside a compiled
+        model through ``estimators::uniform``)."""
+        if not NEEDS_UNIFORM[self.estimator]:
             return None
+        if torch.compiler.is_compiling():
+            return ops.uniform(layer.logits, self.seed, layer.param_id, self.samples)
         return sampler.uniform(self.seed, layer.param_id, self.samples, layer.logits.shape, layer.logits.device)
 
 

@@ -173,6 +173,10 @@ class Compiled(Implementation):
 
     def apply(self, x, layer, draw):
         index, uniform = draw.index(layer), draw.uniform(layer)
+        if torch.compiler.is_compiling():  # inside a compiled model, whose graph takes masked_bmm in
+            return masked_bmm(
+                x, layer.weight, layer.bias, layer.logits, layer.codebook, index, uniform, draw.estimator, draw.tau
+            )
         with torch._dynamo.config.patch(recompile_limit=COMPILED_GRAPH_LIMIT):
             return _compiled_masked_bmm()(
                 x, layer.weight, layer.bias, layer.logits, layer.codebook, index, uniform, draw.estimator, draw.tau

@@ -108,13 +108,15 @@ class GumbelSoftmax(_OneHotEstimator):
 
     y = softmax((theta + G) / tau), output D + y - sg(y), so
         dL/dtheta = J(y) g / tau.
+    G is computed from U in the wider of U's and the logits' dtypes (fp64 for fp64 logits and fp32 noise).
     """
 
     needs_uniform = True
 
     @staticmethod
     def logit_grad(logits, one_hot, uniform, tau, grad):
-        return simplex_jvp(torch.softmax((logits + gumbel(uniform)) / tau, dim=-1), grad) / tau
+        noise = gumbel(uniform.to(torch.promote_types(uniform.dtype, logits.dtype)))
+        return simplex_jvp(torch.softmax((logits + noise) / tau, dim=-1), grad) / tau
 
     @classmethod
     def binary_logit_grad(cls, logits, index, uniform, tau, grad):
@@ -124,7 +126,7 @@ class GumbelSoftmax(_OneHotEstimator):
         and y1 (1 - y1) = r / (1 + r)^2 = 1 / (r + 2 + 1 / r): two logarithms a weight for tau = 1 (r is
         formed through its logarithm otherwise), and no cancellation where y1 nears 0 or 1.
         """
-        log_u = torch.log(uniform)
+        log_u = torch.log(uniform.to(torch.promote_types(uniform.dtype, logits.dtype)))
         ratio = log_u[..., 1] / log_u[..., 0]  # e^-(G1 - G0)
         shift = logits[..., 0] - logits[..., 1]
         if tau == 1:

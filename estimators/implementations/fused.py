@@ -25,10 +25,13 @@ recomputes from the counter-based hash instead of storing it.
 Precision: x (and dy) are taken in the compute dtype: the autocast dtype
 where autocast is on for x's device (x is cast to it, as ``F.linear``
 would), else x's own dtype. Parameters keep their dtypes. The masked weight
-W * m_b is formed in fp32 and rounded to the compute dtype, as autocast
-rounds the materialised W_b of the other implementations; products
-accumulate in fp32; the estimator's coefficients are computed from the fp32
-logits. Each gradient comes back in its input's dtype. On CUDA, fp32 dots
+W * m_b is formed in fp32 (fp64 where the compute dtype is fp64, i.e.
+``torch.promote_types(compute dtype, torch.float32)``) and rounded to the
+compute dtype, as autocast rounds the materialised W_b of the other
+implementations; products accumulate in that same dtype; the estimator's
+coefficients are computed from the logits in
+``torch.promote_types(logits.dtype, torch.float32)``. Each gradient comes back
+in its input's dtype. On CUDA, fp32 dots
 run as "tf32x3" (fp32 accuracy), or as TF32 where
 ``torch.backends.cuda.matmul.allow_tf32`` is on, as cuBLAS does.
 """

@@ -42,7 +42,8 @@ def sample_index(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
 
 
 class _OneHotEstimator(torch.autograd.Function):
-    """Forward: D = one_hot(index) in the logits' dtype. Backward: dL/dtheta = ``logit_grad(..., g)``.
+    """Forward: D = one_hot(index) in the logits' dtype. Backward: dL/dtheta = ``logit_grad(..., g)``, computed in
+    ``torch.promote_types(logits.dtype, torch.float32)`` (fp32 for 16-bit logits) and returned in the logits' dtype.
 
     Subclasses define only ``logit_grad(logits, one_hot, uniform, tau, grad)``;
     each gets the one backward below, bound to its class (torch.compile
@@ -63,8 +64,10 @@ class _OneHotEstimator(torch.autograd.Function):
 
         def backward(ctx, grad):
             logits, index, uniform = ctx.saved_tensors
-            one_hot = F.one_hot(index.long(), logits.shape[-1]).to(logits.dtype)
-            return cls.logit_grad(logits, one_hot, uniform, ctx.tau, grad), None, None, None
+            dtype = torch.promote_types(logits.dtype, torch.float32)  # 16-bit logits: the math in fp32
+            one_hot = F.one_hot(index.long(), logits.shape[-1]).to(dtype)
+            theta_grad = cls.logit_grad(logits.to(dtype), one_hot, uniform, ctx.tau, grad.to(dtype))
+            return theta_grad.to(logits.dtype), None, None, None
 
         cls.backward = staticmethod(backward)
 
@@ -240,7 +243,9 @@ def estimate(name: str, logits: torch.Tensor, uniform: torch.Tensor, tau: float 
         tau: temperature, a finite number > 0, used by the backward pass only.
 
     Returns:
-        D, one-hot ``[..., K]`` in the logits' dtype; differentiable with respect to ``logits``.
+        D, one-hot ``[..., K]`` in the logits' dtype; differentiable with respect to ``logits``. The backward's
+        math runs in fp32 for 16-bit logits (in the logits' dtype otherwise); the gradient comes back in the
+        logits' dtype.
 
     Raises:
         ValueError: an unknown ``name`` (the error lists the valid ones), tau <= 0, non-finite logits, a tau

@@ -197,3 +197,22 @@ def _cpu_supports_fp16() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("name", estimators.ESTIMATORS)
+def test_estimate_on_16_bit_logits_does_its_backward_math_in_fp32(name, dtype):
+    """The gradient is the exact math on the same 16-bit inputs, rounded once to the logits' dtype: within an ulp
+    of the dtype (16-bit math is off by several)."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 3, generator=generator).to(dtype).requires_grad_()
+    uniform = torch.rand(64, 3, generator=generator).clamp(0.01, 0.99).to(dtype)
+    upstream = torch.randn(64, 3, generator=generator).to(dtype)
+    sample = estimators.estimate(name, logits, uniform, tau=0.7)
+    (sample * upstream).sum().backward()
+    assert sample.dtype == logits.grad.dtype == dtype
+    function = estimators.gradients.ESTIMATOR_FUNCTIONS[name]
+    want = function.logit_grad(logits.detach().double(), sample.detach().double(), uniform, 0.7, upstream.double())
+    error = (logits.grad.double() - want).abs()
+    ulp = torch.finfo(dtype).eps
+    assert (error <= ulp * want.abs() + ulp * 1e-3 * want.abs().max()).all(), f"largest error {error.max():.3g}"

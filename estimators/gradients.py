@@ -251,7 +251,10 @@ def estimate(name: str, logits: torch.Tensor, uniform: torch.Tensor, tau: float 
         ValueError: an unknown ``name`` (the error lists the valid ones), tau <= 0, non-finite logits, a tau
             so small that the estimator's (logits + noise) / tau or 1 / tau overflows the logits' dtype, noise
             outside (0, 1) or of another shape or device, meta tensors.
-        TypeError: non-floating logits, or noise of another dtype.
+        TypeError: non-floating logits, noise of another dtype, sparse (non-strided) logits or noise.
+        NotImplementedError: under a torch.func transform (``vmap``, ``grad``, ...): the checks read the logits' and
+            the noise's values, and the estimators' autograd.Function has no functorch rule. Call it on the
+            batched tensors instead (any leading shape works) and take gradients with torch.autograd.
 
     Example::
 

@@ -154,6 +154,29 @@ def test_noise_outside_open_unit_interval(value):
         estimators.estimate("gumbel", logits, uniform)
 
 
+@pytest.mark.parametrize("which", ["logits", "uniform"])
+def test_sparse_logits_or_noise_are_refused(which):
+    logits, uniform = _estimate_args()
+    arguments = {"logits": logits, "uniform": uniform}
+    arguments[which] = arguments[which].to_sparse()
+    with pytest.raises(TypeError, match=which + r" must be a dense \(strided\) tensor, got a sparse_coo tensor"):
+        estimators.estimate("ste", arguments["logits"], arguments["uniform"])
+
+
+@pytest.mark.parametrize("transform", ["vmap", "vmap over the noise", "grad"])
+@pytest.mark.parametrize("name", estimators.ESTIMATORS)
+def test_estimate_under_a_torch_func_transform_is_refused_clearly(name, transform):
+    logits, uniform = _estimate_args()
+    match = "estimate cannot run under torch.func transforms"
+    with pytest.raises(NotImplementedError, match=match):
+        if transform == "vmap":
+            torch.func.vmap(lambda theta, u: estimators.estimate(name, theta, u))(logits, uniform)
+        elif transform == "vmap over the noise":
+            torch.func.vmap(lambda u: estimators.estimate(name, logits[0], u))(uniform)
+        else:
+            torch.func.grad(lambda theta: estimators.estimate(name, theta, uniform).sum())(logits)
+
+
 def test_integer_logits():
     with pytest.raises(TypeError, match="logits must be a floating-point tensor"):
         estimators.estimate("ste", torch.ones(4, 3, dtype=torch.int64), torch.rand(4, 3))
@@ -388,6 +411,13 @@ def test_token_ids_out_of_range(model, tokens, bad):
 def test_wrong_token_dtype(model, tokens, dtype):
     with pytest.raises(TypeError, match="tokens must be a torch.int64 or torch.int32 tensor"):
         model(tokens.to(dtype), estimator="ste", implementation="bmm", seed=0)
+
+
+@pytest.mark.parametrize("layout", ["sparse_coo", "sparse_csr"])
+def test_sparse_tokens_are_refused(model, tokens, layout):
+    sparse = tokens.to_sparse() if layout == "sparse_coo" else tokens.to_sparse_csr()
+    with pytest.raises(TypeError, match=rf"tokens must be a dense \(strided\) tensor, got a {layout} tensor"):
+        model(sparse, estimator="ste", implementation="bmm", seed=0)
 
 
 def test_tokens_not_a_tensor(model):

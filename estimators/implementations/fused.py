@@ -107,11 +107,18 @@ def fused_linear(x: torch.Tensor, layer, draw: MaskDraw) -> torch.Tensor:
 
 def _runs_the_kernels(x: torch.Tensor, logits: torch.Tensor) -> bool:
     """Whether a layer of these logits runs on the Triton backend: K = 2, the kernels run on x's device, and x's
-    dtype is one of theirs (float64 takes the torch backend, which computes in x's dtype)."""
+    dtype is one of theirs (float64 takes the torch backend, which computes in x's dtype; see ``_kernels_take``)."""
     if logits.shape[-1] != 2:
         return False
     kernels = _backend.triton_kernels(x.device)
-    return kernels is not None and x.dtype in kernels.ACTIVATION_DTYPES
+    return kernels is not None and _kernels_take(kernels, x.dtype)
+
+
+def _kernels_take(kernels, dtype: torch.dtype) -> bool:
+    """Whether the kernels apply masks to activations of ``dtype``: one of their ``ACTIVATION_DTYPES``, but not
+    bf16 under Triton's interpreter (TRITON_INTERPRET=1), which computes bf16 dots wrongly (errors larger than
+    the logits); there bf16 takes the torch backend. Compiled kernels (CUDA) take every one."""
+    return dtype in kernels.ACTIVATION_DTYPES and not (_backend.INTERPRETED and dtype == torch.bfloat16)
 
 
 def fused_linears(x: torch.Tensor, layers: Sequence, draw: MaskDraw) -> torch.Tensor | None:
@@ -155,7 +162,7 @@ def fused_linears(x: torch.Tensor, layers: Sequence, draw: MaskDraw) -> torch.Te
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):
         x = x.to(torch.get_autocast_dtype(device_type))
-    if x.dtype not in kernels.ACTIVATION_DTYPES:
+    if not _kernels_take(kernels, x.dtype):
         return None
     return fused_triton.FusedLinears.apply(
         x,

@@ -413,6 +413,7 @@ def test_wrong_token_dtype(model, tokens, dtype):
         model(tokens.to(dtype), estimator="ste", implementation="bmm", seed=0)
 
 
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
 @pytest.mark.parametrize("layout", ["sparse_coo", "sparse_csr"])
 def test_sparse_tokens_are_refused(model, tokens, layout):
     sparse = tokens.to_sparse() if layout == "sparse_coo" else tokens.to_sparse_csr()

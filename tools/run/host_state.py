@@ -261,12 +261,14 @@ def _damage(line: object) -> str | None:
     """Why a parsed line cannot be shown (a field of the wrong type), or None."""
     if not isinstance(line, dict):
         return f"not a JSON object but {type(line).__name__}"
+    if line.get("phase") not in PHASES:
+        return f"phase is {line.get('phase')!r}, not one of {', '.join(PHASES)}"
+    if "gpus" not in line:
+        return "no gpus (a record lists them, empty where NVML was unavailable)"
     commits = line.get("commits")
     if commits is not None and not (isinstance(commits, list) and all(isinstance(c, str) for c in commits)):
         return "commits is not a list of strings"
-    gpus = line.get("gpus")
-    if gpus is None:
-        return None
+    gpus = line["gpus"]
     if not isinstance(gpus, list):
         return f"gpus is not a list but {type(gpus).__name__}"
     for position, gpu in enumerate(gpus):
@@ -282,8 +284,9 @@ def _damage(line: object) -> str | None:
 
 
 def read_records(path: Path, err=None) -> list[dict]:
-    """``path``'s readable lines, parsed; each damaged one (not UTF-8, not JSON, not an object, a field of the
-    wrong type) is named with its line number on ``err`` (stderr) and skipped. Blank lines are ignored."""
+    """``path``'s readable lines, parsed; each damaged one (not UTF-8, not JSON, not an object, without a phase of
+    ``PHASES`` or a gpus list, a field of the wrong type) is named with its line number on ``err`` (stderr) and
+    skipped. Blank lines are ignored."""
     err = err or sys.stderr
     records = []
     for number, raw in enumerate(path.read_bytes().splitlines(), start=1):

@@ -178,19 +178,14 @@ def check_tau_scale(largest_logit: float, tau: float, dtype: torch.dtype, margin
 
 
 def check_logits_and_noise(logits: torch.Tensor, uniform: torch.Tensor, tau: float, needs_noise: bool) -> None:
-    """Logits [..., K] (floating, K >= 2, finite, on a real device; ``check_tau_scale`` with the estimator's noise
-    margin where ``needs_noise``); noise in (0, 1), of their shape, dtype and device."""
+    """Logits [..., K] (floating, dense, K >= 2, finite, on a real device; ``check_tau_scale`` with the estimator's
+    noise margin where ``needs_noise``); noise in (0, 1), dense, of their shape, dtype and device. Under a torch.func
+    transform (either tensor wrapped) the checks of values (finite, (0, 1), tau) are skipped."""
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor, got {_describe(logits)}")
     check_dense("logits", logits)
     if isinstance(uniform, torch.Tensor):
         check_dense("uniform", uniform)
-    if _transformed(logits) or (isinstance(uniform, torch.Tensor) and _transformed(uniform)):
-        raise NotImplementedError(
-            "estimate cannot run under torch.func transforms (vmap, grad, jacrev, ...): it reads the values of "
-            "the logits and the noise to check them, and its autograd.Function has no functorch rule; call it on "
-            "the batched tensors (any leading shape [..., K] works) and take gradients with torch.autograd"
-        )
     if logits.device.type == "meta":
         raise ValueError("logits must be on a real device, not 'meta': a sample needs their values")
     if logits.dim() < 1 or logits.shape[-1] < 2:
@@ -204,6 +199,8 @@ def check_logits_and_noise(logits: torch.Tensor, uniform: torch.Tensor, tau: flo
     if uniform.device != logits.device:
         raise ValueError(f"uniform must be on the logits' device {logits.device}, got {uniform.device}")
     if logits.numel() == 0:
+        return
+    if _transformed(logits) or _transformed(uniform):  # under a torch.func transform no value can be read
         return
     # One pass over the logits (max |logit| is NaN or inf where any is) and one synchronisation.
     largest, noise_inside = torch.stack(

@@ -41,6 +41,12 @@ def sample_index(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     return index
 
 
+def _one_hot(index: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """one_hot(index) [..., K] in the logits' dtype, K = the logits' last axis; a scatter (``F.one_hot`` reads the
+    indices' values to check them, which torch.func.vmap cannot)."""
+    return torch.zeros_like(logits).scatter(-1, index.long().unsqueeze(-1), 1.0)
+
+
 class _OneHotEstimator(torch.autograd.Function):
     """Forward: D = one_hot(index) in the logits' dtype. Backward: dL/dtheta = ``logit_grad(..., g)``, computed in
     ``torch.promote_types(logits.dtype, torch.float32)`` (fp32 for 16-bit logits) and returned in the logits' dtype.
@@ -51,13 +57,17 @@ class _OneHotEstimator(torch.autograd.Function):
     """
 
     needs_uniform = False
+    generate_vmap_rule = True  # torch.func.vmap batches forward and backward as they are (torch ops only)
 
     @staticmethod
-    def forward(ctx, logits, index, uniform, tau):
-        one_hot = F.one_hot(index.long(), logits.shape[-1]).to(logits.dtype)
+    def forward(logits, index, uniform, tau):
+        return _one_hot(index, logits)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, index, uniform, tau = inputs
         ctx.tau = tau
         ctx.save_for_backward(logits, index, uniform)
-        return one_hot
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -65,7 +75,7 @@ class _OneHotEstimator(torch.autograd.Function):
         def backward(ctx, grad):
             logits, index, uniform = ctx.saved_tensors
             dtype = torch.promote_types(logits.dtype, torch.float32)  # 16-bit logits: the math in fp32
-            one_hot = F.one_hot(index.long(), logits.shape[-1]).to(dtype)
+            one_hot = _one_hot(index, logits).to(dtype)
             theta_grad = cls.logit_grad(logits.to(dtype), one_hot, uniform, ctx.tau, grad.to(dtype))
             return theta_grad.to(logits.dtype), None, None, None
 
@@ -242,6 +252,10 @@ def estimate(name: str, logits: torch.Tensor, uniform: torch.Tensor, tau: float 
             (e.g. ``noise.uniform``, or ``torch.rand``).
         tau: temperature, a finite number > 0, used by the backward pass only.
 
+    It runs under torch.func transforms (``vmap``, ``grad`` and their compositions), giving what the eager call
+    gives; there the value checks (finite logits, noise in (0, 1), the tau bound), which read values that a
+    transformed tensor does not expose, are skipped: the caller vouches for them.
+
     Returns:
         D, one-hot ``[..., K]`` in the logits' dtype; differentiable with respect to ``logits``. The backward's
         math runs in fp32 for 16-bit logits (in the logits' dtype otherwise); the gradient comes back in the
@@ -252,9 +266,6 @@ def estimate(name: str, logits: torch.Tensor, uniform: torch.Tensor, tau: float 
             so small that the estimator's (logits + noise) / tau or 1 / tau overflows the logits' dtype, noise
             outside (0, 1) or of another shape or device, meta tensors.
         TypeError: non-floating logits, noise of another dtype, sparse (non-strided) logits or noise.
-        NotImplementedError: under a torch.func transform (``vmap``, ``grad``, ...): the checks read the logits' and
-            the noise's values, and the estimators' autograd.Function has no functorch rule. Call it on the
-            batched tensors instead (any leading shape works) and take gradients with torch.autograd.
 
     Example::
 

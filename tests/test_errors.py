@@ -163,20 +163,6 @@ def test_sparse_logits_or_noise_are_refused(which):
         estimators.estimate("ste", arguments["logits"], arguments["uniform"])
 
 
-@pytest.mark.parametrize("transform", ["vmap", "vmap over the noise", "grad"])
-@pytest.mark.parametrize("name", estimators.ESTIMATORS)
-def test_estimate_under_a_torch_func_transform_is_refused_clearly(name, transform):
-    logits, uniform = _estimate_args()
-    match = "estimate cannot run under torch.func transforms"
-    with pytest.raises(NotImplementedError, match=match):
-        if transform == "vmap":
-            torch.func.vmap(lambda theta, u: estimators.estimate(name, theta, u))(logits, uniform)
-        elif transform == "vmap over the noise":
-            torch.func.vmap(lambda u: estimators.estimate(name, logits[0], u))(uniform)
-        else:
-            torch.func.grad(lambda theta: estimators.estimate(name, theta, uniform).sum())(logits)
-
-
 def test_integer_logits():
     with pytest.raises(TypeError, match="logits must be a floating-point tensor"):
         estimators.estimate("ste", torch.ones(4, 3, dtype=torch.int64), torch.rand(4, 3))

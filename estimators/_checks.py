@@ -178,10 +178,14 @@ def check_tau_scale(largest_logit: float, tau: float, dtype: torch.dtype, margin
 
 
 def check_logits_and_noise(logits: torch.Tensor, uniform: torch.Tensor, tau: float, needs_noise: bool) -> None:
-    """Logits [..., K] (floating, K >= 2, finite, on a real device; ``check_tau_scale`` with the estimator's noise
-    margin where ``needs_noise``); noise in (0, 1), of their shape, dtype and device."""
+    """Logits [..., K] (floating, dense, K >= 2, finite, on a real device; ``check_tau_scale`` with the estimator's
+    noise margin where ``needs_noise``); noise in (0, 1), dense, of their shape, dtype and device. Under a torch.func
+    transform (either tensor wrapped) the checks of values (finite, (0, 1), tau) are skipped."""
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor, got {_describe(logits)}")
+    check_dense("logits", logits)
+    if isinstance(uniform, torch.Tensor):
+        check_dense("uniform", uniform)
     if logits.device.type == "meta":
         raise ValueError("logits must be on a real device, not 'meta': a sample needs their values")
     if logits.dim() < 1 or logits.shape[-1] < 2:
@@ -196,6 +200,8 @@ def check_logits_and_noise(logits: torch.Tensor, uniform: torch.Tensor, tau: flo
         raise ValueError(f"uniform must be on the logits' device {logits.device}, got {uniform.device}")
     if logits.numel() == 0:
         return
+    if _transformed(logits) or _transformed(uniform):  # under a torch.func transform no value can be read
+        return
     # One pass over the logits (max |logit| is NaN or inf where any is) and one synchronisation.
     largest, noise_inside = torch.stack(
         [logits.detach().abs().amax().float(), ((uniform > 0) & (uniform < 1)).all().float()]
@@ -207,13 +213,27 @@ def check_logits_and_noise(logits: torch.Tensor, uniform: torch.Tensor, tau: flo
     check_tau_scale(largest, tau, logits.dtype, tau_scale_margin(needs_noise, logits.shape[-1], uniform.dtype))
 
 
+def check_dense(name: str, tensor: torch.Tensor) -> None:
+    """A dense (strided) tensor: TypeError naming ``name`` and the layout otherwise (sparse, mkldnn, ...)."""
+    if tensor.layout != torch.strided:
+        layout = str(tensor.layout).removeprefix("torch.")
+        raise TypeError(f"{name} must be a dense (strided) tensor, got a {layout} tensor; convert it with .to_dense()")
+
+
+def _transformed(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is wrapped by a torch.func transform (vmap's BatchedTensor, grad's GradTrackingTensor):
+    ``torch.func.debug_unwrap`` returns a plain tensor itself. Only the identity is compared, no value is read."""
+    return torch.func.debug_unwrap(tensor) is not tensor
+
+
 def check_tokens(tokens: object, vocab_size: int, seq_len: int, device: torch.device) -> None:
-    """Token ids: an int64 or int32 tensor [batch, time] on ``device`` (the model's), 1 <= time <= seq_len.
+    """Token ids: a dense int64 or int32 tensor [batch, time] on ``device`` (the model's), 1 <= time <= seq_len.
 
     The id range is checked by ``step_value_check.StepValueCheck``, with the values that need the device.
     """
     if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"tokens must be a torch.int64 or torch.int32 tensor, got {_describe(tokens)}")
+    check_dense("tokens", tokens)
     if tokens.device.type == "meta" or device.type == "meta":
         raise ValueError("the model runs on real devices only: tokens and parameters must not be on 'meta'")
     if tokens.device != device:

@@ -114,6 +114,7 @@ class StochasticTransformer(nn.Module):
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         # Listed once: the forward checks their logits every call (a plain tuple: not registered twice).
         self._stochastic = tuple(m for m in self.modules() if isinstance(m, StochasticLinear))
+        self._stochastic_names = tuple(n for n, m in self.named_modules() if isinstance(m, StochasticLinear))
         self._mask_tables = {}  # device tables of the logits' addresses (draw_ahead, StepValueCheck)
 
     def stochastic_layers(self) -> list[StochasticLinear]:
@@ -211,6 +212,7 @@ class StochasticTransformer(nn.Module):
                 tau,
                 margin,
                 self._mask_tables,
+                {name: layer.codebook for name, layer in zip(self._stochastic_names, self._stochastic, strict=True)},
             )
             samples = range(sample_offset, sample_offset + batch)
             drawn = method.draw_ahead(self._stochastic, seed, samples, self._mask_tables)

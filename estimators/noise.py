@@ -266,8 +266,11 @@ def conditional_uniform(uniform: torch.Tensor, draw: int) -> torch.Tensor:
 
 
 def _numpy_path(tensor: torch.Tensor) -> bool:
-    """Whether the uint32 steps run in numpy: on the CPU, outside torch.compile (which traces torch ops only)."""
-    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+    """Whether the uint32 steps run in numpy: on the CPU, outside torch.compile (which traces torch ops only) and
+    outside torch.func transforms (whose wrapped tensors have no storage numpy can read)."""
+    return (
+        tensor.device.type == "cpu" and not torch.compiler.is_compiling() and torch.func.debug_unwrap(tensor) is tensor
+    )
 
 
 def conditional_uniforms(uniform: torch.Tensor, draws: Sequence[int]) -> torch.Tensor:

@@ -344,6 +344,28 @@ def test_large_fp32_layers_reduce_over_a_time_major_copy(d_in, d_out):
         assert (got.double() - want).norm() / want.norm() < 1e-5
 
 
+@pytest.mark.skipif(_backend._import_kernels() is None, reason="triton is not installed")
+@pytest.mark.parametrize("interpreted", [False, True], ids=["compiled", "interpreted"])
+def test_under_the_interpreter_fused_sends_bf16_activations_to_the_torch_backend(interpreted, monkeypatch):
+    """Triton's interpreter computes bf16 dots wrongly, so there bf16 takes the torch path; compiled kernels
+    take every activation dtype."""
+    monkeypatch.setattr(_backend, "INTERPRETED", interpreted)
+    kernels = _backend._import_kernels()
+    assert fused._kernels_take(kernels, torch.bfloat16) is not interpreted
+    assert fused._kernels_take(kernels, torch.float16) and fused._kernels_take(kernels, torch.float32)
+    assert not fused._kernels_take(kernels, torch.float64)
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="the bf16 model through the interpreter (TRITON_INTERPRET=1)")
+def test_a_bf16_model_under_the_interpreter_matches_loop():
+    config = CONFIGS["tiny"]
+    model = estimators.build_model(config, seed=3).to(torch.bfloat16)
+    tokens = torch.randint(0, config.vocab_size, (2, config.seq_len), generator=torch.Generator().manual_seed(0))
+    got = model(tokens, estimator="ste", implementation="fused", seed=3).float()
+    want = model(tokens, estimator="ste", implementation="loop", seed=3).float()
+    assert (got - want).norm() <= 3e-2 * want.norm()
+
+
 @needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_kernels_take_16_bit_activations_and_accumulate_in_fp32(dtype):

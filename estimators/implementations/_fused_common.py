@@ -16,5 +16,5 @@ def refuse_double_backward() -> None:
 
 
 def bias_grad(dy: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """dL/dbias = sum over rows and time of dy, accumulated in fp32, in the bias's dtype."""
-    return dy.sum((0, 1), dtype=torch.float32).to(bias.dtype)
+    """dL/dbias = sum over rows and time of dy, accumulated in fp32 (fp64 for fp64 dy), in the bias's dtype."""
+    return dy.sum((0, 1), dtype=torch.promote_types(dy.dtype, torch.float32)).to(bias.dtype)

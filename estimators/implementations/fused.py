@@ -25,10 +25,13 @@ recomputes from the counter-based hash instead of storing it.
 Precision: x (and dy) are taken in the compute dtype: the autocast dtype
 where autocast is on for x's device (x is cast to it, as ``F.linear``
 would), else x's own dtype. Parameters keep their dtypes. The masked weight
-W * m_b is formed in fp32 and rounded to the compute dtype, as autocast
-rounds the materialised W_b of the other implementations; products
-accumulate in fp32; the estimator's coefficients are computed from the fp32
-logits. Each gradient comes back in its input's dtype. On CUDA, fp32 dots
+W * m_b is formed in fp32 (fp64 where the compute dtype is fp64, i.e.
+``torch.promote_types(compute dtype, torch.float32)``) and rounded to the
+compute dtype, as autocast rounds the materialised W_b of the other
+implementations; products accumulate in that same dtype; the estimator's
+coefficients are computed from the logits in
+``torch.promote_types(logits.dtype, torch.float32)``. Each gradient comes back
+in its input's dtype. On CUDA, fp32 dots
 run as "tf32x3" (fp32 accuracy), or as TF32 where
 ``torch.backends.cuda.matmul.allow_tf32`` is on, as cuBLAS does.
 """
@@ -104,11 +107,18 @@ def fused_linear(x: torch.Tensor, layer, draw: MaskDraw) -> torch.Tensor:
 
 def _runs_the_kernels(x: torch.Tensor, logits: torch.Tensor) -> bool:
     """Whether a layer of these logits runs on the Triton backend: K = 2, the kernels run on x's device, and x's
-    dtype is one of theirs (float64 takes the torch backend, which computes in x's dtype)."""
+    dtype is one of theirs (float64 takes the torch backend, which computes in x's dtype; see ``_kernels_take``)."""
     if logits.shape[-1] != 2:
         return False
     kernels = _backend.triton_kernels(x.device)
-    return kernels is not None and x.dtype in kernels.ACTIVATION_DTYPES
+    return kernels is not None and _kernels_take(kernels, x.dtype)
+
+
+def _kernels_take(kernels, dtype: torch.dtype) -> bool:
+    """Whether the kernels apply masks to activations of ``dtype``: one of their ``ACTIVATION_DTYPES``, but not
+    bf16 under Triton's interpreter (TRITON_INTERPRET=1), which computes bf16 dots wrongly (errors larger than
+    the logits); there bf16 takes the torch backend. Compiled kernels (CUDA) take every one."""
+    return dtype in kernels.ACTIVATION_DTYPES and not (_backend.INTERPRETED and dtype == torch.bfloat16)
 
 
 def fused_linears(x: torch.Tensor, layers: Sequence, draw: MaskDraw) -> torch.Tensor | None:
@@ -152,7 +162,7 @@ def fused_linears(x: torch.Tensor, layers: Sequence, draw: MaskDraw) -> torch.Te
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):
         x = x.to(torch.get_autocast_dtype(device_type))
-    if x.dtype not in kernels.ACTIVATION_DTYPES:
+    if not _kernels_take(kernels, x.dtype):
         return None
     return fused_triton.FusedLinears.apply(
         x,

@@ -29,8 +29,9 @@ def masked_weight(
 ) -> torch.Tensor:
     """W_b = W * (D_b . c), [B, out, in] in W's dtype, with D_b = one_hot(index_b) carrying the estimator's backward.
 
-    The estimator works on the fp32 logits (a no-op for an fp32 model), so its
-    math is fp32 in every precision; the gradients return in each parameter's dtype.
+    The estimator works on the logits in ``torch.promote_types(logits.dtype, torch.float32)`` (a no-op for
+    an fp32 or fp64 model), so its math is fp32 for 16-bit and fp32 logits and fp64 for fp64 ones; the
+    gradients return in each parameter's dtype.
 
     Args:
         estimator: a name in ``ESTIMATORS``.
@@ -49,7 +50,8 @@ def masked_weight(
         >>> w = masked_weight("ste", layer.weight, layer.logits, layer.codebook, draw.index(layer), None, 1.0)
     """
     batch = index.shape[0]
-    one_hot = ESTIMATOR_FUNCTIONS[estimator].apply(logits.float().expand(batch, *logits.shape), index, uniform, tau)
+    theta = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    one_hot = ESTIMATOR_FUNCTIONS[estimator].apply(theta.expand(batch, *logits.shape), index, uniform, tau)
     # A multiply and a sum over K: `one_hot @ codebook` is a cuBLAS gemv with K = 2, ten times slower.
     return weight * (one_hot * codebook).sum(-1).to(weight.dtype)
 

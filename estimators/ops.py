@@ -16,7 +16,8 @@ CUDA device (the kernels read it when they run, as a CUDA graph needs); ``param`
 ``param_id``; samples ``first_sample .. first_sample + count - 1``. The Python functions of the same
 names take a ``noise.Seed`` (an int or such a tensor) and a ``range`` of samples.
 
-    estimators::checked_tokens(tokens, mask_logits, vocab_size, tau, margin) -> a copy of tokens
+    estimators::checked_tokens(tokens, mask_logits, vocab_size, tau, margin, codebooks, codebook_names)
+        -> a copy of tokens
 
 runs a forward pass's value checks (``step_value_check.StepValueCheck``), which read tensors on the host: as
 graph breaks they would split a compiled model and stop ``fullgraph=True``.
@@ -89,15 +90,24 @@ def _(logits, seed, param, first_sample, count):
 
 @torch.library.custom_op("estimators::checked_tokens", mutates_args=())
 def _checked_tokens(
-    tokens: torch.Tensor, mask_logits: list[torch.Tensor], vocab_size: int, tau: float, margin: float
+    tokens: torch.Tensor,
+    mask_logits: list[torch.Tensor],
+    vocab_size: int,
+    tau: float,
+    margin: float,
+    codebooks: list[torch.Tensor],
+    codebook_names: str,
 ) -> torch.Tensor:
-    check = step_value_check.StepValueCheck(tokens, vocab_size, mask_logits, tau, margin)
+    names = codebook_names.split(",") if codebook_names else []
+    check = step_value_check.StepValueCheck(
+        tokens, vocab_size, mask_logits, tau, margin, codebooks=dict(zip(names, codebooks, strict=True))
+    )
     check.result()
     return check.safe_tokens.clone()
 
 
 @_checked_tokens.register_fake
-def _(tokens, mask_logits, vocab_size, tau, margin):
+def _(tokens, mask_logits, vocab_size, tau, margin, codebooks, codebook_names):
     return torch.empty_like(tokens)
 
 
@@ -109,9 +119,13 @@ class StepValueCheck:
     the graph. On CUDA the host waits there for the device to reach the checks.
     """
 
-    def __init__(self, tokens, vocab_size, mask_logits, tau, margin, tables=None):
+    def __init__(self, tokens, vocab_size, mask_logits, tau, margin, tables=None, codebooks=None):
         logits = [layer_logits.detach() for layer_logits in mask_logits]
-        self.safe_tokens = _checked_tokens(tokens, logits, vocab_size, tau, margin)
+        codebooks = codebooks or {}
+        # The layers' names as one string: a custom op takes no list of strings (module names hold no comma).
+        names = ",".join(codebooks)
+        values = [codebook.detach() for codebook in codebooks.values()]
+        self.safe_tokens = _checked_tokens(tokens, logits, vocab_size, tau, margin, values, names)
 
     def result(self) -> None:
         """Nothing left to read: the node has checked."""

@@ -66,15 +66,22 @@ def test_opcheck(categories):
     if categories == 2:
         torch.library.opcheck(torch.ops.estimators.draw_bits, (logits, seed, 2, 10, 3))
     tokens = torch.randint(0, 9, (2, 4))
-    torch.library.opcheck(torch.ops.estimators.checked_tokens, (tokens, [logits, logits * 2], 9, 1.0, 0.0))
+    codebooks = [torch.tensor([0.0, 1.0]), torch.tensor([-1.0, 1.0])]
+    arguments = (tokens, [logits, logits * 2], 9, 1.0, 0.0, codebooks, "blocks.0.attn.q,blocks.0.attn.k")
+    torch.library.opcheck(torch.ops.estimators.checked_tokens, arguments)
 
 
 def test_checked_tokens_raises_the_eager_checks():
     logits = torch.randn(3, 2, 2)
     with pytest.raises(ValueError, match="token ids must lie in"):
-        torch.ops.estimators.checked_tokens(torch.tensor([[0, 9]]), [logits], 9, 1.0, 0.0)
+        torch.ops.estimators.checked_tokens(torch.tensor([[0, 9]]), [logits], 9, 1.0, 0.0, [], "")
     with pytest.raises(ValueError, match="not finite"):
-        torch.ops.estimators.checked_tokens(torch.tensor([[0, 1]]), [logits / 0], 9, 1.0, 0.0)
+        torch.ops.estimators.checked_tokens(torch.tensor([[0, 1]]), [logits / 0], 9, 1.0, 0.0, [], "")
+    nan_codebook = [torch.tensor([0.0, 1.0]), torch.tensor([float("nan"), 1.0])]
+    with pytest.raises(ValueError, match="codebook of blocks.0.attn.k is not finite"):
+        torch.ops.estimators.checked_tokens(
+            torch.tensor([[0, 1]]), [logits, logits], 9, 1.0, 0.0, nan_codebook, "blocks.0.attn.q,blocks.0.attn.k"
+        )
 
 
 def _step(model, tokens, estimator, implementation, seed, **kwargs):

@@ -113,7 +113,17 @@ def _backward(ctx, dy):
     return *(grad if need else None for grad, need in zip(grads, needs, strict=True)), *(None,) * 8
 
 
+def _refuse_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "implementation 'fused' does not support double backward (create_graph=True); "
+        "use 'bmm', 'einsum', 'vmap' or 'loop' for second derivatives"
+    )
+
+
 torch.library.register_autograd("estimators::fused_linear", _backward, setup_context=_setup_context)
+torch.library.register_autograd(
+    "estimators::fused_linear_backward", _refuse_double_backward, setup_context=lambda ctx, inputs, output: None
+)
 
 
 def fused_linear(x: torch.Tensor, layer, draw: MaskDraw, kernels: bool) -> torch.Tensor:

@@ -243,13 +243,30 @@ def test_compiled_fused_matches_eager_cuda(config, estimator, monkeypatch):
     )
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("estimator", ["ste", "gumbel"])
-def test_compiled_fused_matches_eager_cuda_autocast(estimator, monkeypatch):
-    """Under bf16 autocast the op takes x in bf16, as the eager fused_linear casts it."""
+def test_compiled_fused_matches_eager_under_autocast(device, estimator, monkeypatch):
+    """A bf16 autocast forward (the backward outside it, as torch recommends): the op takes x in bf16, as the
+    eager fused_linear casts it, and gives eager's logits and gradients exactly (aot_eager; q, k, v one by one)."""
     monkeypatch.setattr(Fused, "apply_stacked", lambda self, x, layers, draw: None)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        _check_compiled_matches_eager(
-            CONFIGS["odd-k2"], "cuda", estimator, "fused", True, batch=4, backend="aot_eager", tolerance=EXACT
-        )
+    torch._dynamo.reset()
+    config = CONFIGS["odd-k2"]
+    model = estimators.build_model(config, device=device, seed=0)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    tokens = torch.randint(0, config.vocab_size, (4, config.seq_len), generator=torch.Generator().manual_seed(0))
+    tokens = tokens.to(device)
+
+    def step(module):
+        module.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            logits = module(tokens, estimator=estimator, implementation="fused", seed=3)
+            loss = estimators.next_token_loss(logits, tokens)
+        loss.backward()
+        return logits, {name.removeprefix("_orig_mod."): p.grad.clone() for name, p in module.named_parameters()}
+
+    logits, grads = step(model)
+    compiled_logits, compiled_grads = step(compiled)
+    assert compiled_logits.dtype == torch.bfloat16
+    torch.testing.assert_close(compiled_logits, logits, **EXACT)
+    for name, grad in grads.items():
+        torch.testing.assert_close(compiled_grads[name], grad, **EXACT, msg=lambda m, n=name: f"{n}: {m}")

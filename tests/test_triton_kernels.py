@@ -532,3 +532,25 @@ def test_masks_side_by_side_are_one_stacked_layers_and_others_are_refused():
     attention = model.blocks[0].attn
     draw = MaskDraw("ste", "fused", 1.0, 9, samples, drawn)
     assert fused_triton.side_by_side_masks((attention.q, attention.k, attention.v), draw) is None
+
+
+@needs_kernels
+@pytest.mark.parametrize("estimator", ["ste", "gumbel"])
+def test_compiled_fused_runs_the_kernels_op_exactly(estimator, monkeypatch):
+    """A compiled model's fused layers run estimators::fused_linear on packed masks (the Triton backend's op):
+    logits and every gradient are eager's exactly (aot_eager: no reordering of the other layers' arithmetic;
+    eager applies q, k, v one by one too, as a compiled model does)."""
+    from test_compile_model import EXACT, _check_compiled_matches_eager
+
+    calls = []
+    fused_linear = fused.fused_ops.fused_linear
+
+    def spy(*arguments, kernels):
+        calls.append(kernels)
+        return fused_linear(*arguments, kernels=kernels)
+
+    monkeypatch.setattr(fused.fused_ops, "fused_linear", spy)
+    monkeypatch.setattr(fused.Fused, "apply_stacked", lambda self, x, layers, draw: None)
+    arguments = {"seeds": [torch.tensor(-3)] * 2, "batch": 2, "backend": "aot_eager", "tolerance": EXACT}
+    _check_compiled_matches_eager(CONFIGS["tiny"], KERNEL_DEVICE, estimator, "fused", True, **arguments)
+    assert calls and all(calls)

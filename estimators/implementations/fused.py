@@ -43,7 +43,7 @@ from collections.abc import Sequence
 import torch
 
 from .. import _backend, sampler
-from . import fused_torch, fused_triton
+from . import fused_ops, fused_torch, fused_triton
 from .base import Implementation, MaskDraw
 
 
@@ -53,6 +53,8 @@ class Fused(Implementation):
     Each layer runs ``fused_linear`` (the Triton backend where its kernels run, else the torch one); the
     attention's q, k and v run as one stacked layer where ``fused_linears`` can; on the kernels' devices
     every layer's packed masks are drawn ahead, one launch per logits shape (``sampler.draw_bits_by_layer``).
+    Inside a compiled model each layer runs the custom op ``estimators::fused_linear`` (``fused_ops``) on masks
+    drawn by ``ops.draw_bits`` / ``ops.draw_index``, nothing is drawn ahead and q, k, v run one by one.
 
     Example::
 
@@ -62,12 +64,18 @@ class Fused(Implementation):
     name = "fused"
 
     def draw_ahead(self, layers, seed, samples, tables):
+        if torch.compiler.is_compiling():
+            return {}  # each layer's op draws its own masks as a graph value
         return sampler.draw_bits_by_layer(layers, seed, samples, tables)
 
     def apply(self, x, layer, draw):
+        if torch.compiler.is_compiling():
+            return fused_ops.fused_linear(x, layer, draw, kernels=_runs_the_kernels(x, layer.logits))
         return fused_linear(x, layer, draw)
 
     def apply_stacked(self, x, layers, draw):
+        if torch.compiler.is_compiling():
+            return None  # the layers one by one, each through estimators::fused_linear
         return fused_linears(x, layers, draw)
 
 
@@ -137,7 +145,8 @@ def fused_linears(x: torch.Tensor, layers: Sequence, draw: MaskDraw) -> torch.Te
     layer's mask a whole number of bytes) for layers of one shape and dtype, with biases. The layers' codebooks
     may differ: the kernels read each layer's from a table ``[n, 2]`` of them (one small stacking launch), never
     from the host.
-    Elsewhere it returns None, and the caller applies the layers one by one.
+    Elsewhere it returns None, and the caller applies the layers one by one; so does ``Fused.apply_stacked``
+    inside a compiled model (``torch.compiler.is_compiling()``), where each layer is its own op.
 
     Args:
         x: activations ``[B, T, in]``, the input of every layer.

@@ -3,10 +3,10 @@
 The masks are drawn as a uint8 category index ``[B, out, in]`` (``sampler.draw_index``); the forward
 forms W * m_b in the accumulation dtype (``accumulation_dtype``: fp32, or fp64 for fp64 activations) a few
 samples at a time (``CPU_CHUNK``), rounds it to x's dtype and applies it with ``torch.baddbmm``, so at most
-``CPU_CHUNK`` masked weights exist at once. The backward (``_chunked_backward``) follows the math of
-``fused``'s module docstring with torch operations, accumulating in the same dtype; the estimator's
-coefficients come from the logits in ``torch.promote_types(logits.dtype, torch.float32)``, as in the
-materialising implementations.
+``CPU_CHUNK`` masked weights exist at once. The backward (``backward``) follows the math of ``fused``'s
+module docstring with torch operations, accumulating in the same dtype; the estimator's coefficients come
+from the logits in ``torch.promote_types(logits.dtype, torch.float32)``, as in the materialising
+implementations.
 """
 
 from __future__ import annotations
@@ -52,12 +52,7 @@ class FusedLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias, logits, codebook, param_id, draw):
         x = x.contiguous()
         masks = sampler.draw_index(logits, draw.seed, param_id, draw.samples)
-        y = torch.empty(*x.shape[:2], weight.shape[0], dtype=x.dtype, device=x.device)
-        accumulate = accumulation_dtype(x.dtype)
-        weight_acc, values = weight.to(accumulate), codebook.to(accumulate)
-        for rows in _chunks(x.shape[0]):
-            w = _masked_weight(weight_acc, values, masks[rows]).to(x.dtype)
-            y[rows] = torch.baddbmm(bias.to(x.dtype), x[rows], w.transpose(1, 2))
+        y = forward(x, weight, bias, codebook, masks)
         ctx.param_id, ctx.draw = param_id, draw
         ctx.save_for_backward(x, weight, bias, logits, codebook, masks)
         return y
@@ -67,8 +62,22 @@ class FusedLinear(torch.autograd.Function):
         refuse_double_backward()
         dy = dy.contiguous()
         need_x, need_w, need_bias, need_logits = ctx.needs_input_grad[:4]
-        dx, dw, dbias, dlogits = _chunked_backward(ctx, dy, ctx.saved_tensors, need_x, need_w, need_bias, need_logits)
+        tensors, draw, param_id = ctx.saved_tensors, ctx.draw, ctx.param_id
+        dx, dw, dbias, dlogits = backward(dy, tensors, draw, param_id, need_x, need_w, need_bias, need_logits)
         return dx, dw, dbias, dlogits, None, None, None
+
+
+def forward(x, weight, bias, codebook, masks) -> torch.Tensor:
+    """y ``[B, T, out]`` in x's dtype: y_b = x_b (W * m_b)^T + bias, m_b = c[masks_b], from x ``[B, T, in]``
+    (contiguous) and the category index ``masks`` uint8 ``[B, out, in]`` (``sampler.draw_index``); the matmuls
+    run in x's dtype unless autocast is on (the callers switch it off)."""
+    y = torch.empty(*x.shape[:2], weight.shape[0], dtype=x.dtype, device=x.device)
+    accumulate = accumulation_dtype(x.dtype)
+    weight_acc, values = weight.to(accumulate), codebook.to(accumulate)
+    for rows in _chunks(x.shape[0]):
+        w = _masked_weight(weight_acc, values, masks[rows]).to(x.dtype)
+        y[rows] = torch.baddbmm(bias.to(x.dtype), x[rows], w.transpose(1, 2))
+    return y
 
 
 def _chunks(batch: int):
@@ -88,8 +97,12 @@ def _masked_weight(weight: torch.Tensor, codebook: torch.Tensor, index: torch.Te
     return weight * codebook[index.long()]
 
 
-def _chunked_backward(ctx, dy, tensors, need_x, need_w, need_bias, need_logits):
-    """The torch path (CPU; K > 2 anywhere), a few samples at a time, with G_b = dy_b^T x_b:
+def backward(dy, tensors, draw, param_id, need_x, need_w, need_bias, need_logits):
+    """dx, dL/dW, dL/dbias, dL/dtheta (None where not wanted) from dy ``[B, T, out]`` (contiguous), ``tensors``
+    (x, W, bias, logits, codebook, category index as ``forward`` took them), ``draw`` (anything with the
+    ``MaskDraw`` fields estimator, tau, seed, samples) and the layer's ``param_id``.
+
+    The torch path (CPU; K > 2 anywhere), a few samples at a time, with G_b = dy_b^T x_b:
 
     dL/dW = sum_k c_k S_k and, for estimators whose coefficient a_b depends on the
     sample only through D_b = e_s, dL/dtheta = W * sum_s a(e_s) S_s, where
@@ -101,7 +114,6 @@ def _chunked_backward(ctx, dy, tensors, need_x, need_w, need_bias, need_logits):
     """
     x, weight, bias, logits, codebook, index = tensors
     dbias = bias_grad(dy, bias) if need_bias else None
-    draw = ctx.draw
     estimator = ESTIMATOR_FUNCTIONS[draw.estimator]
     categories = logits.shape[-1]
     per_sample = need_logits and estimator.needs_uniform
@@ -127,7 +139,7 @@ def _chunked_backward(ctx, dy, tensors, need_x, need_w, need_bias, need_logits):
             category_sums[k] += (grad_w * drew_k).sum(0)
         if per_sample:
             uniform = sampler.uniform(
-                draw.seed, ctx.param_id, draw.samples[rows], logits.shape, logits.device, category_major=binary
+                draw.seed, param_id, draw.samples[rows], logits.shape, logits.device, category_major=binary
             )
             if binary:  # one coefficient a weight: category 0's is its negative
                 coefficient = estimator.binary_logit_grad(logits_est, chunk, uniform, draw.tau, codebook_est)

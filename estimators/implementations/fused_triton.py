@@ -44,11 +44,11 @@ class FusedLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias, logits, codebook, param_id, draw):
         x = x.contiguous()
         kernels = _backend.triton_kernels(x.device)
-        ctx.precision = _dot_precision(kernels)
+        ctx.precision = dot_precision(kernels)
         masks = draw.drawn.get(param_id)
         if masks is None:
             masks = sampler.draw_bits(logits, draw.seed, param_id, draw.samples)
-        y = kernels.masked_linear(x, weight, masks, codebook, bias, precision=ctx.precision)
+        y = forward(kernels, x, weight, bias, codebook, masks, ctx.precision)
         ctx.kernels, ctx.param_id, ctx.draw, ctx.layer_rows = kernels, param_id, draw, None
         ctx.save_for_backward(x, weight, bias, logits, codebook, masks)
         return y
@@ -58,8 +58,16 @@ class FusedLinear(torch.autograd.Function):
         refuse_double_backward()
         dy = dy.contiguous()
         need_x, need_w, need_bias, need_logits = ctx.needs_input_grad[:4]
-        dx, dw, dbias, dlogits = _kernel_backward(ctx, dy, ctx.saved_tensors, need_x, need_w, need_bias, need_logits)
+        needs = (need_x, need_w, need_bias, need_logits)
+        dx, dw, dbias, dlogits = _kernel_backward(ctx, dy, ctx.saved_tensors, *needs)
         return dx, dw, dbias, dlogits, None, None, None
+
+
+def forward(kernels, x, weight, bias, codebook, masks, precision) -> torch.Tensor:
+    """y ``[B, T, out]`` in x's dtype, y_b = x_b (W * m_b)^T + bias, from x ``[B, T, in]`` (contiguous, one of
+    the kernels' ``ACTIVATION_DTYPES``), the packed mask bits ``masks`` uint8 ``[B, ceil(W / 8)]``
+    (``sampler.draw_bits``) and the fp32 dots' ``precision`` (``dot_precision``)."""
+    return kernels.masked_linear(x, weight, masks, codebook, bias, precision=precision)
 
 
 class FusedLinears(torch.autograd.Function):
@@ -94,7 +102,7 @@ class FusedLinears(torch.autograd.Function):
         x = x.contiguous()
         kernels = _backend.triton_kernels(x.device)
         weight, bias = torch.cat(parameters[0::3]), torch.cat(parameters[1::3])
-        ctx.precision = _dot_precision(kernels)
+        ctx.precision = dot_precision(kernels)
         ctx.rows = ctx.layer_rows = parameters[0].shape[0]
         y = kernels.masked_linear(x, weight, masks, codebooks, bias, precision=ctx.precision, layer_rows=ctx.rows)
         ctx.kernels, ctx.param_id, ctx.draw = kernels, None, draw  # no noise: no param_id
@@ -164,19 +172,27 @@ def side_by_side_masks(layers, draw) -> torch.Tensor | None:
     return views[0].as_strided((views[0].shape[0], len(layers) * size), (stride, 1))
 
 
-def _dot_precision(kernels) -> str:
+def dot_precision(kernels) -> str:
     """The fp32 dot product's precision: TF32 where torch's TF32 switch is on, else the kernels' fp32-accurate one."""
     return "tf32" if torch.backends.cuda.matmul.allow_tf32 else kernels.DOT_PRECISION
 
 
 def _kernel_backward(ctx, dy, tensors, need_x, need_w, need_bias, need_logits):
-    """dx, dL/dW, dL/dbias, dL/dtheta from the kernels; ``tensors``: (x, W, bias, logits, codebook ``[2]`` or
-    table ``[layers, 2]`` of ``ctx.layer_rows`` rows of W each, mask bits)."""
+    """``backward`` with the autograd node's kernels, draw, noise stream, precision and layer rows."""
+    needs = (need_x, need_w, need_bias, need_logits)
+    return backward(ctx.kernels, dy, tensors, ctx.draw, ctx.param_id, *needs, ctx.precision, ctx.layer_rows)
+
+
+def backward(kernels, dy, tensors, draw, param_id, need_x, need_w, need_bias, need_logits, precision, rows=None):
+    """dx, dL/dW, dL/dbias, dL/dtheta (None where not wanted) from the kernels, from dy ``[B, T, out]``
+    (contiguous); ``tensors``: (x, W, bias, logits, codebook ``[2]`` or table ``[layers, 2]`` of ``rows`` rows
+    of W each, mask bits); ``draw``: anything with the ``MaskDraw`` fields estimator, tau, seed, samples;
+    ``param_id``: the layer's noise stream (None where the estimator needs no noise); ``precision``: the fp32
+    dots' (``dot_precision``)."""
     x, weight, bias, logits, codebook, bits = tensors
-    draw, kernels, rows = ctx.draw, ctx.kernels, ctx.layer_rows
     dx = None
     if need_x:
-        dx = kernels.masked_linear_input_grad(dy, weight, bits, codebook, precision=ctx.precision, layer_rows=rows)
+        dx = kernels.masked_linear_input_grad(dy, weight, bits, codebook, precision=precision, layer_rows=rows)
     dbias = bias_grad(dy, bias) if need_bias else None
     if not (need_w or need_logits):
         return dx, None, dbias, None
@@ -189,10 +205,10 @@ def _kernel_backward(ctx, dy, tensors, need_x, need_w, need_bias, need_logits):
         logits,
         draw.estimator,
         draw.tau,
-        noise_stream=(draw.seed, ctx.param_id, draw.samples.start),
+        noise_stream=(draw.seed, param_id, draw.samples.start),
         need_weight=need_w,
         need_logits=need_logits,
-        precision=ctx.precision,
+        precision=precision,
         layer_rows=rows,
     )
     return dx, dw, dbias, dlogits

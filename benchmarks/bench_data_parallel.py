@@ -15,22 +15,11 @@ import itertools
 import estimators
 
 from . import data_parallel, grid, skips
-from .machine import DEVICE, GPUS, PRESET, configure_process
+from .machine import DEVICE, PRESET, configure_process
 
 configure_process()
 
 WORLDS = (1, grid.DATA_PARALLEL_WORLD)
-
-
-def _case_skip_reason(implementation: str) -> str | None:
-    """What this commit's package lacks for a data-parallel step of ``implementation``, or None."""
-    if implementation != grid.DENSE and not hasattr(estimators, "data_parallel_offset"):
-        return "data_parallel_offset does not exist at this commit"
-    try:
-        skips.requires_package_step("ste", implementation)
-    except NotImplementedError as missing:
-        return str(missing)
-    return None
 
 
 class DataParallel:
@@ -44,22 +33,29 @@ class DataParallel:
         list(grid.DATA_PARALLEL_BATCHES),
     ]
     param_names = ["precision", "implementation", "local_batch"]
-    skip_params = list(itertools.product(*params)) if grid.data_parallel_skip_reason(DEVICE, GPUS) else []
+
+    @staticmethod
+    def cell(precision, implementation, local_batch):
+        return skips.Cell("data_parallel", "ste", implementation, local_batch, precision)
+
+    skip_params = skips.skip_params(params, cell)
 
     def setup_cache(self):
-        """{(precision, implementation, local_batch): {world: row}}, or the reason it has no figures."""
-        machine = grid.data_parallel_skip_reason(DEVICE, GPUS)
+        """{(precision, implementation, local_batch): {world: row}, or the reason the case has none}, or the
+        reason the machine has no figures."""
+        combinations = list(itertools.product(*self.params))
+        machine = skips.skip_reason(self.cell(*combinations[0]), commit=False)  # the same for every cell
         if machine:
             return machine
         if PRESET not in getattr(estimators, "PRESETS", {}):
             return f"preset {PRESET!r} does not exist at this commit"
-        cases = [
-            (implementation, precision, batch)
-            for precision, implementation, batch in itertools.product(*self.params)
-            if _case_skip_reason(implementation) is None
-        ]
-        rows = data_parallel.measure(cases, worlds=WORLDS, device=DEVICE, preset=PRESET)
         figures = {}
+        for combination in combinations:
+            reason = skips.skip_reason(self.cell(*combination))
+            if reason is not None:
+                figures[combination] = reason
+        cases = [(i, p, b) for p, i, b in combinations if (p, i, b) not in figures]  # measure's order of fields
+        rows = data_parallel.measure(cases, worlds=WORLDS, device=DEVICE, preset=PRESET)
         for row in rows:
             figures.setdefault((row["precision"], row["implementation"], row["local_batch"]), {})[row["world"]] = row
         return figures
@@ -67,8 +63,10 @@ class DataParallel:
     def setup(self, figures, precision, implementation, local_batch):
         """n/a for a machine without the GPUs, a commit without what the step needs, or a case that ran out
         of memory (asv skips only from setup)."""
-        skips.skip_if(figures if isinstance(figures, str) else _case_skip_reason(implementation))
-        for row in figures[precision, implementation, local_batch].values():
+        skips.skip_if(figures if isinstance(figures, str) else None)
+        case = figures[precision, implementation, local_batch]
+        skips.skip_if(case if isinstance(case, str) else None)
+        for row in case.values():
             skips.skip_if(row.get("error"))
 
     def track_time_per_sample_1_gpu(self, figures, precision, implementation, local_batch):

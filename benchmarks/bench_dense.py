@@ -5,12 +5,9 @@ the same run and in every precision: the ratios fused / Dense and Floor /
 Dense say what per-sample masks, and masks at all, cost.
 """
 
-import itertools
-
 from . import grid, skips
 from .bench_training import _TrainingStepBenchmark
-from .machine import DEVICE, configure_process
-from .step import peak_memories
+from .machine import configure_process
 
 configure_process()
 
@@ -21,11 +18,12 @@ class Dense(_TrainingStepBenchmark):
     version = "1"
     params = [list(grid.PRECISIONS), list(grid.BATCHES)]
     param_names = ["precision", "batch"]
-    skip_params = [combo for combo in itertools.product(*params) if grid.dense_skip_reason(*combo, DEVICE)]
+
+    @staticmethod
+    def cell(precision, batch):
+        return skips.Cell("dense", None, grid.DENSE, batch, precision)
+
+    skip_params = skips.skip_params(params, cell)
 
     def setup_cache(self):
-        combinations = [(None, grid.DENSE, b, p) for p, b in itertools.product(*self.params)]
-        return peak_memories(combinations, requires=skips.requires_dense_step)
-
-    def setup(self, peaks, precision, batch):
-        self._prepare(peaks, (None, grid.DENSE, batch, precision), skips.requires_dense_step)
+        return self.peaks()

@@ -9,11 +9,9 @@ CUDA (every CPU timing of the suite is eager already). Its ratio to the
 Dense model's eager step, measured in the same run, is what masks cost a loop.
 """
 
-import itertools
-
 from . import grid, skips
-from .machine import DEVICE, TIER, TimingAttributes, configure_process
-from .step import training_step
+from .machine import TimingAttributes, configure_process
+from .step import step_arguments, training_step
 
 configure_process()
 
@@ -24,15 +22,17 @@ class EagerStep(TimingAttributes):
     version = "1"
     params = [list(grid.EAGER_PRECISIONS), list(grid.EAGER_IMPLEMENTATIONS), list(grid.EAGER_BATCHES)]
     param_names = ["precision", "implementation", "batch"]
-    skip_params = [
-        combo
-        for combo in itertools.product(*params)
-        if grid.eager_skip_reason(*combo[1:], DEVICE) or grid.eager_tier_skip_reason(*combo[:2], TIER)
-    ]
+
+    @staticmethod
+    def cell(precision, implementation, batch):
+        return skips.Cell("eager", "ste", implementation, batch, precision)
+
+    skip_params = skips.skip_params(params, cell)
 
     def setup(self, precision, implementation, batch):
-        skips.requires_eager_step("ste", implementation, batch, precision)
-        self.step = training_step("ste", implementation, batch, precision)
+        cell = self.cell(precision, implementation, batch)
+        skips.skip(cell)
+        self.step = training_step(*step_arguments(cell))
 
     @skips.skip_if_out_of_memory
     def time_step(self, precision, implementation, batch):

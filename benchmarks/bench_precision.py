@@ -6,12 +6,9 @@ suite's time budget (``grid.REDUCED_*``; CUDA only). The fp32 series stay in
 ``bench_training``, so no series changes meaning.
 """
 
-import itertools
-
 from . import grid, skips
 from .bench_training import _TrainingStepBenchmark
-from .machine import DEVICE, configure_process
-from .step import peak_memories
+from .machine import configure_process
 
 configure_process()
 
@@ -27,16 +24,15 @@ class ForwardBackward(_TrainingStepBenchmark):
         list(grid.REDUCED_BATCHES),
     ]
     param_names = ["precision", "estimator", "implementation", "batch"]
-    skip_params = [
-        combo for combo in itertools.product(*params) if grid.reduced_precision_skip_reason(*combo[1:], DEVICE)
-    ]
+
+    @staticmethod
+    def cell(precision, estimator, implementation, batch):
+        return skips.Cell("reduced", estimator, implementation, batch, precision)
+
+    skip_params = skips.skip_params(params, cell)
 
     def setup_cache(self):
-        combinations = [(e, i, b, p) for p, e, i, b in itertools.product(*self.params)]
-        return peak_memories(combinations, requires=skips.requires_reduced_precision_step)
-
-    def setup(self, peaks, precision, estimator, implementation, batch):
-        self._prepare(peaks, (estimator, implementation, batch, precision), skips.requires_reduced_precision_step)
+        return self.peaks()
 
 
 class Floor(_TrainingStepBenchmark):
@@ -45,15 +41,12 @@ class Floor(_TrainingStepBenchmark):
     version = "1"
     params = [list(grid.REDUCED_PRECISIONS), ["ste"], list(grid.REDUCED_BATCHES)]
     param_names = ["precision", "estimator", "batch"]
-    skip_params = [
-        combo
-        for combo in itertools.product(*params)
-        if grid.reduced_precision_skip_reason(combo[1], grid.FLOOR, combo[2], DEVICE)
-    ]
+
+    @staticmethod
+    def cell(precision, estimator, batch):
+        return skips.Cell("reduced", estimator, grid.FLOOR, batch, precision)
+
+    skip_params = skips.skip_params(params, cell)
 
     def setup_cache(self):
-        combinations = [(e, grid.FLOOR, b, p) for p, e, b in itertools.product(*self.params)]
-        return peak_memories(combinations, requires=skips.requires_reduced_precision_step)
-
-    def setup(self, peaks, precision, estimator, batch):
-        self._prepare(peaks, (estimator, grid.FLOOR, batch, precision), skips.requires_reduced_precision_step)
+        return self.peaks()

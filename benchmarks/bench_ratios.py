@@ -13,8 +13,8 @@ setup_cache, so a cell costs its rounds and not a CUDA start-up.
 
 import itertools
 
-from . import grid, ratios
-from .machine import DEVICE, configure_process
+from . import grid, ratios, skips
+from .machine import configure_process
 
 configure_process()
 
@@ -26,7 +26,12 @@ class Ratios:
     timeout = 600
     params = [list(grid.RATIO_TIMINGS), list(grid.PRECISIONS), list(grid.RATIO_BATCHES)]
     param_names = ["timing", "precision", "batch"]
-    skip_params = [combo for combo in itertools.product(*params) if grid.ratio_skip_reason(*combo, DEVICE)]
+
+    @staticmethod
+    def cell(timing, precision, batch):
+        return skips.Cell("ratio", timing=timing, precision=precision, batch=batch)
+
+    skip_params = skips.skip_params(params, cell)
 
     def setup_cache(self):
         return ratios.measure(itertools.product(*self.params))

@@ -8,30 +8,38 @@ ratio of the two is the cost of per-sample discreteness.
 import itertools
 
 from . import grid, skips
-from .machine import DEVICE, TIER, TimingAttributes, configure_process
-from .step import peak_memories, training_step
+from .machine import TimingAttributes, configure_process
+from .step import peak_memories, step_arguments, training_step
 
 configure_process()
 
 
 class _StepBenchmark(TimingAttributes):
-    """track_peak_memory of one combination's step, and the setup that finds its step and peak."""
+    """track_peak_memory of one combination's step, and the setup that finds its step and peak.
+
+    A subclass names each parameter combination as a ``skips.Cell`` (its ``cell``); its ``skip_params`` are the
+    cells this machine skips, and its setup_cache returns ``self.peaks()``. Each subclass defines setup_cache
+    itself: asv keys setup_cache's result by where the method is defined, so an inherited one would hand one
+    class's peaks to every class.
+    """
 
     def track_peak_memory(self, peaks, *params):
         return self.peak
 
     track_peak_memory.unit = "bytes"
 
-    def _prepare(self, peaks, combination: tuple, requires=skips.requires_step):
-        """Skip what this machine or commit lacks, else take the combination's peak and its step.
+    def peaks(self) -> dict:
+        """The peaks of every cell of the class (``peak_memories``)."""
+        return peak_memories(self.cell(*combination) for combination in itertools.product(*self.params))
 
-        ``combination``: ``TrainingStep``'s arguments, also the key of ``peaks``.
-        """
-        requires(*combination)
-        self.peak = peaks[combination]
+    def setup(self, peaks, *params):
+        """Skip what this machine or commit lacks (``skips.skip_reason``), else take the cell's peak and its step."""
+        cell = self.cell(*params)
+        skips.skip(cell)
+        self.peak = peaks[cell]
         if isinstance(self.peak, str):  # why it has no figure: n/a
             raise NotImplementedError(self.peak)
-        self.step = training_step(*combination)
+        self.step = training_step(*step_arguments(cell))
 
 
 class _TrainingStepBenchmark(_StepBenchmark):
@@ -52,15 +60,17 @@ class ForwardBackward(_TrainingStepBenchmark):
     version = "1"
     params = [list(grid.ESTIMATORS), list(grid.IMPLEMENTATIONS), list(grid.BATCHES)]
     param_names = ["estimator", "implementation", "batch"]
+
+    @staticmethod
+    def cell(estimator, implementation, batch):
+        return skips.Cell("step", estimator, implementation, batch)
+
     # What this machine or tier does not run (grid.RUNS_AT, grid.DEFAULT_TIER_BATCHES) is skipped before setup
-    # runs: n/a, without a process's noise; setup_cache measures no peak for it either (skips.requires_step).
-    skip_params = [combo for combo in itertools.product(*params) if grid.step_skip_reason(*combo, DEVICE, TIER)]
+    # runs: n/a, without a process's noise; setup_cache measures no peak for it either.
+    skip_params = skips.skip_params(params, cell)
 
     def setup_cache(self):
-        return peak_memories(itertools.product(*self.params))
-
-    def setup(self, peaks, estimator, implementation, batch):
-        self._prepare(peaks, (estimator, implementation, batch))
+        return self.peaks()
 
 
 class Floor(_TrainingStepBenchmark):
@@ -69,10 +79,12 @@ class Floor(_TrainingStepBenchmark):
     version = "1"
     params = [list(grid.ESTIMATORS), list(grid.BATCHES)]
     param_names = ["estimator", "batch"]
-    skip_params = [combo for combo in itertools.product(*params) if grid.skip_reason(grid.FLOOR, combo[1], DEVICE)]
+
+    @staticmethod
+    def cell(estimator, batch):
+        return skips.Cell("step", estimator, grid.FLOOR, batch)
+
+    skip_params = skips.skip_params(params, cell)
 
     def setup_cache(self):
-        return peak_memories((estimator, grid.FLOOR, batch) for estimator, batch in itertools.product(*self.params))
-
-    def setup(self, peaks, estimator, batch):
-        self._prepare(peaks, (estimator, grid.FLOOR, batch))
+        return self.peaks()

@@ -7,12 +7,9 @@ all but bmm at batch 256; the peak memory of a step beside it. Kernels tuned at 
 at another: fused / Floor per width is the figure to watch. CUDA only.
 """
 
-import itertools
-
 from . import grid, skips
 from .bench_training import _StepBenchmark
-from .machine import DEVICE, configure_process
-from .step import peak_memories
+from .machine import configure_process
 
 configure_process()
 
@@ -23,14 +20,15 @@ class Width(_StepBenchmark):
     version = "1"
     params = [list(grid.WIDTHS), list(grid.WIDTH_IMPLEMENTATIONS), list(grid.WIDTH_BATCHES)]
     param_names = ["width", "implementation", "batch"]
-    skip_params = [combo for combo in itertools.product(*params) if grid.width_skip_reason(DEVICE, *combo[1:])]
+
+    @staticmethod
+    def cell(width, implementation, batch):
+        return skips.Cell("width", "ste", implementation, batch, "fp32", width)
+
+    skip_params = skips.skip_params(params, cell)
 
     def setup_cache(self):
-        combinations = [("ste", i, b, "fp32", w) for w, i, b in itertools.product(*self.params)]
-        return peak_memories(combinations, requires=skips.requires_width_step)
-
-    def setup(self, peaks, width, implementation, batch):
-        self._prepare(peaks, ("ste", implementation, batch, "fp32", width), skips.requires_width_step)
+        return self.peaks()
 
     @skips.skip_if_out_of_memory
     def time_step(self, peaks, width, implementation, batch):

@@ -14,7 +14,7 @@ and DDP's hooks add.
 
 asv runs one process per benchmark and a rank needs one process each, so
 ``measure`` starts them with ``torch.distributed.run`` (torchrun), running
-this file by its path, and collects rank 0's rows. NVLink multicast stays
+this module by its name (``python -m``), and collects rank 0's rows. NVLink multicast stays
 off in every rank (``MULTICAST_OFF``): on shared GPU hosts a program using
 it can put the GPUs out of service.
 """
@@ -22,7 +22,6 @@ it can put the GPUs out of service.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -73,8 +72,10 @@ def measure(
             out = Path(scratch) / f"world{world}.json"
             job = dict(options, cases=[list(case) for case in cases], out=str(out))
             launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}"]
-            env = {**os.environ, **MULTICAST_OFF, "OMP_NUM_THREADS": "1", "PYTHONPATH": _package_path()}
-            subprocess.run([*launch, __file__, json.dumps(job)], env=env, check=True)
+            env = {**os.environ, **MULTICAST_OFF, "OMP_NUM_THREADS": "1", "PYTHONPATH": _rank_path()}
+            # cwd: python -m puts the working directory first on a rank's path, where a checkout's sources could
+            # shadow the package measured.
+            subprocess.run([*launch, "-m", __spec__.name, json.dumps(job)], env=env, cwd=scratch, check=True)
             rows += json.loads(out.read_text())
     single = {_case_key(row): row["step_ms"] for row in rows if row["world"] == 1 and "error" not in row}
     for row in rows:
@@ -83,13 +84,15 @@ def measure(
     return rows
 
 
-def _package_path() -> str:
+def _rank_path() -> str:
     """PYTHONPATH for the ranks: the folder this process imported ``estimators`` from comes first, so the
-    ranks measure the same package (installed, or a checkout's sources)."""
+    ranks measure the same package (installed, or a checkout's sources); then the folder holding this suite,
+    so that they import this module as it is imported here."""
     import estimators
 
     source = str(Path(estimators.__file__).resolve().parents[1])
-    return os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))
+    suite = str(Path(__file__).resolve().parents[1])
+    return os.pathsep.join(filter(None, [source, suite, os.environ.get("PYTHONPATH")]))
 
 
 def _case_key(row: dict) -> tuple:
@@ -205,21 +208,7 @@ def _time_case(job, device, world, implementation, precision, local_batch) -> di
     )
 
 
-def _import_suite_by_name():
-    """Import this folder as the package ``benchmarks``, as asv does, without putting its parent on sys.path
-    (which would shadow the installed ``estimators`` with the checkout's sources)."""
-    folder = Path(__file__).resolve().parent
-    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != folder]
-    spec = importlib.util.spec_from_file_location(
-        "benchmarks", folder / "__init__.py", submodule_search_locations=[str(folder)]
-    )
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["benchmarks"] = package
-    spec.loader.exec_module(package)
-    return importlib.import_module("benchmarks.data_parallel")
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="One rank of benchmarks.data_parallel.measure (run by torchrun).")
     parser.add_argument("job", help="the job as JSON")
-    _import_suite_by_name()._rank_main(json.loads(parser.parse_args().job))
+    _rank_main(json.loads(parser.parse_args().job))

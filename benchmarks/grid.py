@@ -1,11 +1,12 @@
-"""The suite's parameter grid and what runs where: data and pure functions, no torch, no side effects.
+"""The suite's parameter grid and the tables of what runs where: data only, no torch, no side effects.
 
 The values below are the benchmarks' parameter values, and asv keys every
 series on them: they are only appended to, never renamed or removed (a
 removed value ends its series on the dashboard). The grid is the same on
 every machine (asv publishes one benchmarks.json for all of them); what a
-machine does not run is skipped by ``skip_reason``, which asv shows as n/a.
-The report and the developer probes read the same table.
+machine does not run is skipped by the rules of benchmarks/skips.py, which read
+these tables; asv shows a skip as n/a. The report and the developer probes read
+the same tables.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ DEFAULT_PRESET = {"cuda": "seed", "cpu": "small"}
 
 # What runs where: (implementation or "*", device or "*") -> the batches it runs at, and why.
 RUNS_AT = {
-    # The package's single-sample path: it raises for any other batch (implementations.check_batch).
+    # The package's single-sample path: it raises for any other batch (its check_batch).
     ("current", "*"): ((1,), "current is the single-sample path and runs batch 1 only"),
     # torch.compile costs 5-20 s per process: one batch size is the baseline.
     ("compiled", "*"): ((16,), "compiled is benchmarked at batch 16 (each process compiles)"),
@@ -36,63 +37,23 @@ RUNS_AT = {
 ESTIMATOR_IMPLEMENTATIONS = {"gst": ("bmm", "fused", FLOOR), "gumbel_rao": ("bmm", "fused", FLOOR)}
 
 
-# Tiers (``ESTIMATORS_BENCH_TIER``, read by benchmarks/machine.py). The default tier is what `make bench` and the
+# Tiers (``ESTIMATORS_BENCH_TIER``, read by benchmarks/environment.py). The default tier is what `make bench` and the
 # GPU history run; ``full`` adds back what the default leaves out. Leaving a cell out never changes a series: the
 # parameter lists stay whole, and a cell outside the tier is skipped (asv: n/a) until a full run measures it.
 TIERS = ("default", "full")
 DEFAULT_TIER = "default"
-# The default tier's batches of the implementations that materialise every sample's weights, per device: their
-# cost grows linearly with the batch (batch 8 -> 16 is x1.8-2.3 for each of them on the 2-core CPU), so batch 1
-# (the per-call overhead, against `current`) and the suite's reference batch 16 (64 on CUDA, the largest)
-# characterise them; the other batches interpolate. bmm keeps every batch on CUDA, where fused must beat it.
+# The default tier's batches of the implementations that materialise every sample's weights, per device and keyed
+# by implementation, or by (estimator, implementation) where one estimator differs: their cost grows linearly with
+# the batch (batch 8 -> 16 is x1.8-2.3 for each of them on the 2-core CPU), so batch 1 (the per-call overhead,
+# against `current`) and the suite's reference batch (64 on CUDA, the largest; 16 on the CPU) characterise them;
+# the other batches interpolate. bmm keeps every batch on CUDA, where fused must beat it. On the CPU only bmm keeps
+# batch 16: loop, einsum and vmap do bmm's work there (their batch-16 steps are within 1.2x of bmm's) at a second
+# or more a call, and gumbel_rao's bmm step at batch 16 (its M conditional draws materialised) takes about 5 s a
+# call; together they were a third of a CPU commit's run.
 DEFAULT_TIER_BATCHES = {
     "cuda": {"loop": (1, 16, 64), "einsum": (1, 16, 64), "vmap": (1, 16, 64)},
-    "cpu": {"loop": (1, 16), "einsum": (1, 16), "vmap": (1, 16), "bmm": (1, 16)},
+    "cpu": {"loop": (1,), "einsum": (1,), "vmap": (1,), "bmm": (1, 16), ("gumbel_rao", "bmm"): (1,)},
 }
-
-
-def tier_skip_reason(implementation: str, batch: int, device: str, tier: str) -> str | None:
-    """Why ``tier`` leaves ``implementation`` at ``batch`` on ``device`` out, or None ("*": what no machine runs).
-
-    Raises ValueError for a tier not in ``TIERS``.
-    """
-    if tier not in TIERS:
-        raise ValueError(f"tier {tier!r}; valid choices: {', '.join(TIERS)}")
-    if tier == "full" or device == "*":
-        return None
-    batches = DEFAULT_TIER_BATCHES[device].get(implementation)
-    if batches is not None and batch not in batches:
-        return (
-            f"{implementation} runs at batches {', '.join(map(str, batches))} on {device} in the {tier} tier "
-            "(ESTIMATORS_BENCH_TIER=full runs every batch)"
-        )
-    return None
-
-
-def step_skip_reason(estimator: str, implementation: str, batch: int, device: str, tier: str = "full") -> str | None:
-    """``skip_reason``, what an estimator does not run (``ESTIMATOR_IMPLEMENTATIONS``) and what ``tier`` leaves
-    out (``tier_skip_reason``)."""
-    implementations = ESTIMATOR_IMPLEMENTATIONS.get(estimator)
-    if implementations is not None and implementation not in implementations:
-        return f"{estimator} is benchmarked with {', '.join(implementations)} only"
-    return skip_reason(implementation, batch, device) or tier_skip_reason(implementation, batch, device, tier)
-
-
-def skip_reason(implementation: str, batch: int, device: str) -> str | None:
-    """Why the suite does not run ``implementation`` at ``batch`` on ``device``, or None if it does.
-
-    ``device="*"`` asks what no machine runs (asv's ``skip_params``).
-    """
-    for key in ((implementation, "*"), (implementation, device), ("*", device)):
-        batches, reason = RUNS_AT.get(key, (None, None))
-        if batches is not None and batch not in batches:
-            return reason
-    return None
-
-
-def runs(implementation: str, batch: int, device: str) -> bool:
-    """Whether the suite runs ``implementation`` at ``batch`` on ``device``."""
-    return skip_reason(implementation, batch, device) is None
 
 
 # Precisions (benchmarks/precision.py). The fp32 series are bench_training's (TF32 off); the other
@@ -107,24 +68,6 @@ REDUCED_IMPLEMENTATIONS = ("bmm", "fused")
 REDUCED_BATCHES = (16, 64)
 # Dense: every precision at batch 1, 16 and 64 on CUDA; fp32 at batch 1 and 16 on CPU.
 DENSE_RUNS_AT = {"cuda": {precision: (1, 16, 64) for precision in PRECISIONS}, "cpu": {"fp32": (1, 16)}}
-
-
-def reduced_precision_skip_reason(estimator: str, implementation: str, batch: int, device: str) -> str | None:
-    """Why the suite does not run this reduced-precision cell on ``device`` ("*": on no machine), or None."""
-    if device == "cpu":
-        return "reduced precisions are benchmarked on CUDA only"
-    if implementation != "fused" and estimator != "ste":
-        return f"{implementation} is benchmarked in reduced precision for ste only"
-    return step_skip_reason(estimator, implementation, batch, device)
-
-
-def dense_skip_reason(precision: str, batch: int, device: str) -> str | None:
-    """Why the suite does not run the Dense model in ``precision`` at ``batch`` on ``device``, or None."""
-    if device == "*":
-        return None
-    if batch not in DENSE_RUNS_AT[device].get(precision, ()):
-        return f"Dense runs {precision} on {device} at batches {DENSE_RUNS_AT[device].get(precision, ())} only"
-    return None
 
 
 # Eager steps (bench_eager): what a training loop gets, forward and backward launched from Python, beside the
@@ -149,39 +92,6 @@ WIDTH_LARGE_BATCH_IMPLEMENTATIONS = ("fused", FLOOR, DENSE)
 EAGER_DEFAULT_TIER_PRECISIONS = {"current": ("fp32",), "loop": ("fp32",), "einsum": ("fp32",), "vmap": ("fp32",)}
 
 
-def eager_skip_reason(implementation: str, batch: int, device: str) -> str | None:
-    """Why the suite does not time the eager step of ``implementation`` at ``batch`` on ``device``, or None."""
-    if device == "cpu":
-        return "eager steps are timed on CUDA only (every CPU timing is eager already)"
-    return None if implementation == DENSE else skip_reason(implementation, batch, device)
-
-
-def eager_tier_skip_reason(precision: str, implementation: str, tier: str) -> str | None:
-    """Why ``tier`` leaves the eager step of ``implementation`` in ``precision`` out, or None.
-
-    Raises ValueError for a tier not in ``TIERS``.
-    """
-    if tier not in TIERS:
-        raise ValueError(f"tier {tier!r}; valid choices: {', '.join(TIERS)}")
-    precisions = EAGER_DEFAULT_TIER_PRECISIONS.get(implementation)
-    if tier == "default" and precisions is not None and precision not in precisions:
-        return (
-            f"the eager step of {implementation} is timed in {', '.join(precisions)} in the default tier "
-            "(ESTIMATORS_BENCH_TIER=full times every precision)"
-        )
-    return None
-
-
-def width_skip_reason(device: str, implementation: str = "*", batch: int | str = "*") -> str | None:
-    """Why the suite does not run the width benchmark's ``implementation`` at ``batch`` on ``device`` ("*": any),
-    or None."""
-    if device == "cpu":
-        return "the width benchmark runs on CUDA only"
-    if batch == 256 and implementation not in WIDTH_LARGE_BATCH_IMPLEMENTATIONS + ("*",):
-        return f"batch 256 of the width benchmark runs {', '.join(WIDTH_LARGE_BATCH_IMPLEMENTATIONS)} only"
-    return None
-
-
 # Ratios measured in one process (bench_ratios): the fused step of ste over the Dense model's step and over the
 # Floor's, in interleaved rounds; "replay" times CUDA-graph replays of forward and backward (device time, CUDA
 # only), "eager" the step as a training loop launches it. A ratio of two steps timed side by side cancels what
@@ -200,19 +110,6 @@ RATIO_RUNS_AT = {
 }
 
 
-def ratio_skip_reason(timing: str, precision: str, batch: int, device: str) -> str | None:
-    """Why the suite does not measure the ratios of ``timing`` steps in ``precision`` at ``batch`` on ``device``
-    ("*": on no machine), or None."""
-    if device == "*":
-        return None
-    batches = RATIO_RUNS_AT[device].get((timing, precision), ())
-    if batch not in batches:
-        if not batches:
-            return f"ratios of {timing} steps in {precision} are not measured on {device}"
-        return f"ratios of {timing} steps in {precision} run on {device} at batches {', '.join(map(str, batches))} only"
-    return None
-
-
 # Estimator quality (bench_quality, every machine): temperatures, and the problems' sizes (benchmarks/quality.py).
 QUALITY_TAUS = (0.5, 1.0, 2.0)
 
@@ -222,10 +119,3 @@ DATA_PARALLEL_WORLD = 2
 DATA_PARALLEL_IMPLEMENTATIONS = ("fused", "bmm", FLOOR, DENSE)
 DATA_PARALLEL_PRECISIONS = ("fp32", "bf16")
 DATA_PARALLEL_BATCHES = (16, 64)  # rows per GPU
-
-
-def data_parallel_skip_reason(device: str, gpus: int) -> str | None:
-    """Why the suite does not run the data-parallel benchmark on a machine, or None if it does."""
-    if device != "cuda" or gpus < DATA_PARALLEL_WORLD:
-        return f"data-parallel steps are benchmarked on hosts with {DATA_PARALLEL_WORLD} or more GPUs"
-    return None

@@ -1,12 +1,8 @@
-"""What this machine benchmarks: its device and preset, how its processes are set up, its timing attributes.
+"""How this machine's benchmark processes run: their torch settings, their timing attributes, ``synchronize``.
 
-Device and preset are read once, from the environment: CUDA and the ``seed``
-preset where a GPU exists, else the CPU and ``small``.
-``ESTIMATORS_BENCH_DEVICE`` (cpu, cuda) and ``ESTIMATORS_BENCH_PRESET``
-force them; ``python -m tools.run.asv_project`` then names the asv machine
-after the preset, so presets never share a series. ``ESTIMATORS_BENCH_TIER``
-(default, full) says which cells of the grid run (``grid.tier_skip_reason``);
-every tier measures the same series. Importing this module
+The machine's device, preset, tier and GPU count are read from the
+environment by ``benchmarks/environment.py`` and exported here too, the
+one import of the benchmark modules and the tools. Importing this module
 changes no torch setting: only ``configure_process`` does, and only the
 benchmark modules call it.
 """
@@ -14,34 +10,12 @@ benchmark modules call it.
 from __future__ import annotations
 
 import functools
-import os
 
-# Fork-safe device check: torch.cuda.is_available() would initialise the CUDA
-# driver in asv's forkserver, and CUDA does not survive a fork.
-os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+import torch
 
-import torch  # noqa: E402
+from .environment import CPU_THREADS, DEVICE, GPUS, PRESET, TIER
 
-from .grid import DEFAULT_PRESET, DEFAULT_TIER, TIERS  # noqa: E402
-
-CPU_THREADS = int(os.environ.get("ESTIMATORS_BENCH_THREADS", "1"))
-
-
-def _choose(variable: str, default: str, choices) -> str:
-    value = os.environ.get(variable, default)
-    if value not in choices:
-        raise ValueError(f"{variable}={value!r}; valid choices: {', '.join(choices)}")
-    return value
-
-
-DEVICE = _choose("ESTIMATORS_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu", ("cpu", "cuda"))
-# Not checked against this commit's presets: a commit without it shows n/a (workload.model), it does not fail
-# the import of the whole suite. tools/run/asv_project.py checks it against HEAD's presets.
-PRESET = os.environ.get("ESTIMATORS_BENCH_PRESET", DEFAULT_PRESET[DEVICE])
-# What the suite leaves out by default (grid.TIERS, grid.tier_skip_reason); the same series in every tier.
-TIER = _choose("ESTIMATORS_BENCH_TIER", DEFAULT_TIER, TIERS)
-# Counted through NVML (above), so the forkserver stays free of CUDA.
-GPUS = torch.cuda.device_count() if DEVICE == "cuda" else 0
+__all__ = ["CPU_THREADS", "DEVICE", "GPUS", "PRESET", "TIER", "TimingAttributes", "configure_process", "synchronize"]
 
 
 @functools.cache
@@ -53,7 +27,7 @@ def configure_process() -> None:
     fork. GPU benchmarks do no CPU work worth threads.
     """
     torch.set_num_threads(CPU_THREADS if DEVICE == "cpu" else 1)
-    from . import forkserver
+    from . import forkserver  # the tools import this module without the suite's workload
 
     if forkserver.in_asv_forkserver():
         forkserver.prepare(DEVICE)

@@ -90,13 +90,14 @@ def step_ratios(timing: str, precision: str, batch: int, rounds: dict | None = N
 def measure(cells, rounds: dict | None = None) -> dict:
     """{(timing, precision, batch): ``step_ratios``, or the reason the cell has none} for every cell, in turn.
 
-    A cell this machine or commit does not run (``skips.requires_ratio``) gets its reason; one that runs out
+    A cell this machine or commit does not run (``skips.skip_reason``) gets its reason; one that runs out
     of CUDA memory gets "out of memory". Each cell's steps and graphs are freed before the next one's.
     """
     figures = {}
     for cell in cells:
+        timing, precision, batch = cell
         try:
-            skips.requires_ratio(*cell)
+            skips.skip(skips.Cell("ratio", timing=timing, precision=precision, batch=batch))
             figures[cell] = step_ratios(*cell, rounds=rounds)
         except NotImplementedError as skipped:
             figures[cell] = str(skipped)

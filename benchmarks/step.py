@@ -207,26 +207,31 @@ def training_step(estimator: str, implementation: str, batch: int, precision: st
     return TrainingStep(estimator, implementation, batch, precision, width)
 
 
-def peak_memories(combinations, requires=skips.requires_step) -> dict:
-    """{combination: peak bytes of one step, or the reason it has none}.
+def step_arguments(cell: skips.Cell) -> tuple:
+    """``TrainingStep``'s (and ``training_step``'s) arguments for the step of ``cell``."""
+    return cell.estimator, cell.implementation, cell.batch, cell.precision, cell.width
 
-    Each combination is ``TrainingStep``'s arguments, (estimator, implementation, batch[, precision[, width]]);
-    ``requires(*combination)`` raises NotImplementedError for what this machine or commit does not run.
+
+def peak_memories(cells) -> dict:
+    """{cell: peak bytes of one step of the cell (``skips.Cell``), or the reason it has none}.
+
+    A cell that ``skips.skip_reason`` skips on this machine at this commit gets its reason; one that runs
+    out of CUDA memory gets "out of memory".
     """
     peaks, warmed_up = {}, False
-    for combination in combinations:
+    for cell in cells:
         try:
-            requires(*combination)
-            step = TrainingStep(*combination)
+            skips.skip(cell)
+            step = TrainingStep(*step_arguments(cell))
             if not warmed_up:  # first-use allocations (cuBLAS workspaces, ...) stay out of every figure
                 step.peak_memory()
                 warmed_up = True
-            peaks[combination] = step.peak_memory()
+            peaks[cell] = step.peak_memory()
             del step
         except NotImplementedError as skipped:
-            peaks[combination] = str(skipped)
+            peaks[cell] = str(skipped)
         except torch.OutOfMemoryError:
-            peaks[combination] = "out of memory"
+            peaks[cell] = "out of memory"
         if DEVICE == "cuda":
             torch.cuda.empty_cache()
     return peaks

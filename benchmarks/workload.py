@@ -14,7 +14,7 @@ import torch
 import estimators
 
 from .dense import build_dense
-from .machine import DEVICE, PRESET
+from .environment import DEVICE, PRESET
 
 _prebuilt_cpu_model = None
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 
-# Triton runs its kernels on the CPU, in numpy, instead of compiling them (how CI checks them).
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+from ._interpreter import INTERPRETED
+
+__all__ = ["INTERPRETED", "triton_kernels"]
 
 
 def triton_kernels(device: torch.device | str):
-    """The ``triton_kernels`` module if its kernels can run on ``device``, else None.
+    """The ``estimators.kernels`` package if its kernels can run on ``device``, else None.
 
     That is a CUDA device with Triton installed, or any device when
     TRITON_INTERPRET=1 (Triton's CPU interpreter: how CI checks the kernels).
@@ -25,8 +25,10 @@ def triton_kernels(device: torch.device | str):
 
 @functools.cache
 def _import_kernels():
+    # Imported here, on first use, because Triton is an optional dependency: without it the package runs its
+    # torch paths, and importing ``estimators`` must not fail.
     try:
-        from . import triton_kernels as kernels
+        from . import kernels
     except ImportError:
         return None
     return kernels

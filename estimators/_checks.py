@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import operator
 from collections.abc import Collection, Sequence
 
-import numpy as np
 import torch
-
-from . import _backend
 
 
 def check_choice(kind: str, value: object, choices: Collection[str]) -> None:
@@ -182,10 +178,14 @@ def check_tau_scale(largest_logit: float, tau: float, dtype: torch.dtype, margin
 
 
 def check_logits_and_noise(logits: torch.Tensor, uniform: torch.Tensor, tau: float, needs_noise: bool) -> None:
-    """Logits [..., K] (floating, K >= 2, finite, on a real device; ``check_tau_scale`` with the estimator's noise
-    margin where ``needs_noise``); noise in (0, 1), of their shape, dtype and device."""
+    """Logits [..., K] (floating, dense, K >= 2, finite, on a real device; ``check_tau_scale`` with the estimator's
+    noise margin where ``needs_noise``); noise in (0, 1), dense, of their shape, dtype and device. Under a torch.func
+    transform (either tensor wrapped) the checks of values (finite, (0, 1), tau) are skipped."""
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor, got {_describe(logits)}")
+    check_dense("logits", logits)
+    if isinstance(uniform, torch.Tensor):
+        check_dense("uniform", uniform)
     if logits.device.type == "meta":
         raise ValueError("logits must be on a real device, not 'meta': a sample needs their values")
     if logits.dim() < 1 or logits.shape[-1] < 2:
@@ -200,6 +200,8 @@ def check_logits_and_noise(logits: torch.Tensor, uniform: torch.Tensor, tau: flo
         raise ValueError(f"uniform must be on the logits' device {logits.device}, got {uniform.device}")
     if logits.numel() == 0:
         return
+    if _transformed(logits) or _transformed(uniform):  # under a torch.func transform no value can be read
+        return
     # One pass over the logits (max |logit| is NaN or inf where any is) and one synchronisation.
     largest, noise_inside = torch.stack(
         [logits.detach().abs().amax().float(), ((uniform > 0) & (uniform < 1)).all().float()]
@@ -211,13 +213,27 @@ def check_logits_and_noise(logits: torch.Tensor, uniform: torch.Tensor, tau: flo
     check_tau_scale(largest, tau, logits.dtype, tau_scale_margin(needs_noise, logits.shape[-1], uniform.dtype))
 
 
-def check_tokens(tokens: object, vocab_size: int, seq_len: int, device: torch.device) -> None:
-    """Token ids: an int64 or int32 tensor [batch, time] on ``device`` (the model's), 1 <= time <= seq_len.
+def check_dense(name: str, tensor: torch.Tensor) -> None:
+    """A dense (strided) tensor: TypeError naming ``name`` and the layout otherwise (sparse, mkldnn, ...)."""
+    if tensor.layout != torch.strided:
+        layout = str(tensor.layout).removeprefix("torch.")
+        raise TypeError(f"{name} must be a dense (strided) tensor, got a {layout} tensor; convert it with .to_dense()")
 
-    The id range is checked by ``StepValueCheck``, with the values that need the device.
+
+def _transformed(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is wrapped by a torch.func transform (vmap's BatchedTensor, grad's GradTrackingTensor):
+    ``torch.func.debug_unwrap`` returns a plain tensor itself. Only the identity is compared, no value is read."""
+    return torch.func.debug_unwrap(tensor) is not tensor
+
+
+def check_tokens(tokens: object, vocab_size: int, seq_len: int, device: torch.device) -> None:
+    """Token ids: a dense int64 or int32 tensor [batch, time] on ``device`` (the model's), 1 <= time <= seq_len.
+
+    The id range is checked by ``step_value_check.StepValueCheck``, with the values that need the device.
     """
     if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"tokens must be a torch.int64 or torch.int32 tensor, got {_describe(tokens)}")
+    check_dense("tokens", tokens)
     if tokens.device.type == "meta" or device.type == "meta":
         raise ValueError("the model runs on real devices only: tokens and parameters must not be on 'meta'")
     if tokens.device != device:
@@ -227,134 +243,6 @@ def check_tokens(tokens: object, vocab_size: int, seq_len: int, device: torch.de
     batch, time = tokens.shape
     if batch < 1 or not 1 <= time <= seq_len:
         raise ValueError(f"tokens must be [batch >= 1, 1 <= time <= {seq_len}], got shape {tuple(tokens.shape)}")
-
-
-class StepValueCheck:
-    """The checks of a forward pass's values: token ids in [0, vocab_size); mask logits finite;
-    ``check_tau_scale`` in fp32 (the estimators' dtype) with the estimator's noise ``margin``.
-
-    Made at the start of a forward pass, it queues the reductions it needs (max |logit| over the
-    layers, the ids' min and max); ``result()`` reads them and raises. On the CPU they are read at
-    once, so an error is raised before any other work. On CUDA they are copied to pinned host
-    memory behind an event on the tokens' device's current stream, and read by ``result()``, which
-    the forward calls at its end: the host queues the whole pass before it waits, and then only
-    until the device has reached the checks (in a host-bound loop it long has). Until then the ids
-    are unchecked, so the pass embeds ``safe_tokens`` (the ids clamped into the vocabulary: an id
-    out of range would otherwise end in a device-side assert that kills the CUDA context);
-    ``result()`` raises before the pass returns anything computed from them. Where the Triton
-    kernels run and the logits are contiguous, of one dtype that fp32 holds, the reductions and the
-    clamp are one launch (``triton_kernels.step_values``, its table of the logits' addresses kept in
-    ``tables``), else a few torch ops. While a CUDA graph is being captured (where reading device
-    values is illegal) nothing is checked.
-
-    Args:
-        tokens: the pass's token ids (``check_tokens`` passed).
-        vocab_size: the model's vocabulary.
-        mask_logits: every stochastic layer's logits.
-        tau: the estimator's temperature.
-        margin: its noise's ``tau_scale_margin``.
-        tables: a dict the caller keeps (the model's mask tables), in which the latest device table of the
-            logits' addresses is kept under ``"step_values"``; None: the torch ops.
-
-    Example::
-
-        >>> check = StepValueCheck(tokens, vocab_size, logits, tau, margin)
-        >>> x = embedding(check.safe_tokens)   # ... the rest of the forward pass
-        >>> check.result()                     # raises ValueError on a bad value
-    """
-
-    def __init__(
-        self,
-        tokens: torch.Tensor,
-        vocab_size: int,
-        mask_logits: Sequence[torch.Tensor],
-        tau: float,
-        margin: float,
-        tables: dict | None = None,
-    ):
-        self.safe_tokens = tokens
-        self._vocab_size, self._tau, self._margin = vocab_size, tau, margin
-        self._reductions = self._copied = None
-        # On CUDA, the tokens' device's stream (and kernels' launches), whichever device is current. Outside the
-        # caller's autocast: the reductions are of the tensors' own dtypes (autocast's promotion of a stack of
-        # fp16 values under bf16 autocast, or the reverse, raises).
-        with (
-            torch.cuda.device(tokens.device) if tokens.is_cuda else contextlib.nullcontext(),
-            torch.autocast(tokens.device.type, enabled=False),
-            torch.no_grad(),
-        ):
-            if not (tokens.is_cuda and torch.cuda.is_current_stream_capturing()):
-                self._queue(tokens, vocab_size, mask_logits, tables)
-        if self._reductions is not None and self._copied is None:
-            self.result()
-
-    def _queue(self, tokens, vocab_size, mask_logits, tables) -> None:
-        """Queue the reductions (and, on CUDA, their copies to the host and the clamped ids)."""
-        launched = _step_values_launch(tokens, vocab_size, mask_logits, tables) if tokens.is_cuda else None
-        if launched is not None:
-            self.safe_tokens, self._reductions = launched
-        else:  # max |logit| of each layer (NaN and inf propagate); the ids' range
-            largest = torch.stack(torch._foreach_norm(mask_logits, float("inf")))
-            self._reductions = (largest, torch.stack(torch.aminmax(tokens)))
-        if tokens.is_cuda:  # a non-blocking copy to the CPU lands in pinned memory
-            self._reductions = _to_host(self._reductions)
-            self._copied = torch.cuda.Event()
-            self._copied.record(torch.cuda.current_stream(tokens.device))  # where the copies were queued
-            if launched is None:
-                self.safe_tokens = tokens.clamp(0, vocab_size - 1)
-
-    def result(self) -> None:
-        """Raise ValueError, naming the bad value, unless every checked value is valid."""
-        if self._reductions is None:
-            return
-        if self._copied is not None:
-            self._copied.synchronize()
-        largest, low, high = _read_reductions(self._reductions)
-        if low < 0 or high >= self._vocab_size:
-            raise ValueError(f"token ids must lie in [0, {self._vocab_size}); got min {low:.0f}, max {high:.0f}")
-        if not math.isfinite(largest):
-            raise ValueError("the model's mask logits are not finite (NaN or inf): masks cannot be drawn from them")
-        check_tau_scale(largest, self._tau, torch.float32, self._margin)
-
-
-def _step_values_launch(tokens, vocab_size, mask_logits, tables):
-    """``triton_kernels.step_values``' (safe tokens, reductions), or None where it does not run."""
-    kernels = _backend.triton_kernels(tokens.device) if tables is not None and mask_logits else None
-    dtype = mask_logits[0].dtype if mask_logits else None
-    if (
-        kernels is None
-        or dtype not in kernels.STEP_VALUES_LOGITS_DTYPES
-        or not all(
-            logits.dtype == dtype and logits.is_contiguous() and logits.device == tokens.device
-            for logits in mask_logits
-        )
-    ):
-        return None
-    addresses, numels = tuple(logits.data_ptr() for logits in mask_logits), tuple(map(torch.numel, mask_logits))
-    key = (tokens.device, addresses, numels)
-    kept = tables.get("step_values")  # only the latest: new addresses (new parameters) replace it
-    if kept is None or kept[0] != key:
-        columns = (torch.tensor(column, dtype=torch.int64, device=tokens.device) for column in (addresses, numels))
-        kept = tables["step_values"] = (key, (*columns, max(numels)))
-    logits_table, numels, largest = kept[1]
-    return kernels.step_values(tokens, vocab_size, logits_table, numels, dtype, largest)
-
-
-def _to_host(reductions):
-    if isinstance(reductions, tuple):
-        return tuple(_to_host(tensor) for tensor in reductions)
-    return reductions.to("cpu", non_blocking=True)
-
-
-def _read_reductions(reductions) -> tuple[float, int, int]:
-    """(max |logit| over the layers, NaN where any logit is NaN; min id; max id) of either layout."""
-    if isinstance(reductions, torch.Tensor):  # step_values' [layers + 1, programs, 2]
-        values = reductions.numpy()
-        bits = np.array(values[:-1, :, 0].max(), dtype=np.int32)
-        return float(bits.view(np.float32)), int(values[-1, :, 0].min()), int(values[-1, :, 1].max())
-    largest, bounds = reductions
-    low, high = bounds.tolist()
-    return max(largest.tolist(), key=lambda value: math.inf if math.isnan(value) else value), low, high
 
 
 def _describe(value: object) -> str:

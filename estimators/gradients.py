@@ -41,8 +41,15 @@ def sample_index(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     return index
 
 
+def _one_hot(index: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """one_hot(index) [..., K] in the logits' dtype, K = the logits' last axis; a scatter (``F.one_hot`` reads the
+    indices' values to check them, which torch.func.vmap cannot)."""
+    return torch.zeros_like(logits).scatter(-1, index.long().unsqueeze(-1), 1.0)
+
+
 class _OneHotEstimator(torch.autograd.Function):
-    """Forward: D = one_hot(index) in the logits' dtype. Backward: dL/dtheta = ``logit_grad(..., g)``.
+    """Forward: D = one_hot(index) in the logits' dtype. Backward: dL/dtheta = ``logit_grad(..., g)``, computed in
+    ``torch.promote_types(logits.dtype, torch.float32)`` (fp32 for 16-bit logits) and returned in the logits' dtype.
 
     Subclasses define only ``logit_grad(logits, one_hot, uniform, tau, grad)``;
     each gets the one backward below, bound to its class (torch.compile
@@ -50,21 +57,27 @@ class _OneHotEstimator(torch.autograd.Function):
     """
 
     needs_uniform = False
+    generate_vmap_rule = True  # torch.func.vmap batches forward and backward as they are (torch ops only)
 
     @staticmethod
-    def forward(ctx, logits, index, uniform, tau):
-        one_hot = F.one_hot(index.long(), logits.shape[-1]).to(logits.dtype)
+    def forward(logits, index, uniform, tau):
+        return _one_hot(index, logits)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, index, uniform, tau = inputs
         ctx.tau = tau
         ctx.save_for_backward(logits, index, uniform)
-        return one_hot
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
 
         def backward(ctx, grad):
             logits, index, uniform = ctx.saved_tensors
-            one_hot = F.one_hot(index.long(), logits.shape[-1]).to(logits.dtype)
-            return cls.logit_grad(logits, one_hot, uniform, ctx.tau, grad), None, None, None
+            dtype = torch.promote_types(logits.dtype, torch.float32)  # 16-bit logits: the math in fp32
+            one_hot = _one_hot(index, logits).to(dtype)
+            theta_grad = cls.logit_grad(logits.to(dtype), one_hot, uniform, ctx.tau, grad.to(dtype))
+            return theta_grad.to(logits.dtype), None, None, None
 
         cls.backward = staticmethod(backward)
 
@@ -108,13 +121,15 @@ class GumbelSoftmax(_OneHotEstimator):
 
     y = softmax((theta + G) / tau), output D + y - sg(y), so
         dL/dtheta = J(y) g / tau.
+    G is computed from U in the wider of U's and the logits' dtypes (fp64 for fp64 logits and fp32 noise).
     """
 
     needs_uniform = True
 
     @staticmethod
     def logit_grad(logits, one_hot, uniform, tau, grad):
-        return simplex_jvp(torch.softmax((logits + gumbel(uniform)) / tau, dim=-1), grad) / tau
+        noise = gumbel(uniform.to(torch.promote_types(uniform.dtype, logits.dtype)))
+        return simplex_jvp(torch.softmax((logits + noise) / tau, dim=-1), grad) / tau
 
     @classmethod
     def binary_logit_grad(cls, logits, index, uniform, tau, grad):
@@ -124,7 +139,7 @@ class GumbelSoftmax(_OneHotEstimator):
         and y1 (1 - y1) = r / (1 + r)^2 = 1 / (r + 2 + 1 / r): two logarithms a weight for tau = 1 (r is
         formed through its logarithm otherwise), and no cancellation where y1 nears 0 or 1.
         """
-        log_u = torch.log(uniform)
+        log_u = torch.log(uniform.to(torch.promote_types(uniform.dtype, logits.dtype)))
         ratio = log_u[..., 1] / log_u[..., 0]  # e^-(G1 - G0)
         shift = logits[..., 0] - logits[..., 1]
         if tau == 1:
@@ -220,6 +235,9 @@ ESTIMATOR_FUNCTIONS: dict[str, type[_OneHotEstimator]] = {
     "gumbel_rao": GumbelRao,
 }
 ESTIMATORS = tuple(ESTIMATOR_FUNCTIONS)
+# Whether each estimator's backward reads the noise U: a plain dict, which torch.compile reads (not the
+# autograd.Function's attribute).
+NEEDS_UNIFORM: dict[str, bool] = {name: function.needs_uniform for name, function in ESTIMATOR_FUNCTIONS.items()}
 
 
 def estimate(name: str, logits: torch.Tensor, uniform: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
@@ -237,14 +255,20 @@ def estimate(name: str, logits: torch.Tensor, uniform: torch.Tensor, tau: float 
             (e.g. ``noise.uniform``, or ``torch.rand``).
         tau: temperature, a finite number > 0, used by the backward pass only.
 
+    It runs under torch.func transforms (``vmap``, ``grad`` and their compositions), giving what the eager call
+    gives; there the value checks (finite logits, noise in (0, 1), the tau bound), which read values that a
+    transformed tensor does not expose, are skipped: the caller vouches for them.
+
     Returns:
-        D, one-hot ``[..., K]`` in the logits' dtype; differentiable with respect to ``logits``.
+        D, one-hot ``[..., K]`` in the logits' dtype; differentiable with respect to ``logits``. The backward's
+        math runs in fp32 for 16-bit logits (in the logits' dtype otherwise); the gradient comes back in the
+        logits' dtype.
 
     Raises:
         ValueError: an unknown ``name`` (the error lists the valid ones), tau <= 0, non-finite logits, a tau
             so small that the estimator's (logits + noise) / tau or 1 / tau overflows the logits' dtype, noise
             outside (0, 1) or of another shape or device, meta tensors.
-        TypeError: non-floating logits, or noise of another dtype.
+        TypeError: non-floating logits, noise of another dtype, sparse (non-strided) logits or noise.
 
     Example::
 

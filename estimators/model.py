@@ -13,10 +13,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _checks, fused, implementations, sampler
+from . import _checks, implementations, ops, step_value_check
 from .config import PRESETS, ModelConfig
-from .gradients import ESTIMATOR_FUNCTIONS, ESTIMATORS
-from .implementations import FLOOR, IMPLEMENTATIONS, MaskDraw
+from .gradients import ESTIMATORS, NEEDS_UNIFORM
+from .implementations import MaskDraw
 
 PROJECTIONS = ("q", "k", "v", "o")
 LOGIT_INIT_BIAS = 1.5  # added to the logit of the largest code: most weights start "kept"
@@ -39,7 +39,7 @@ class StochasticLinear(nn.Module):
         self.register_buffer("codebook", torch.tensor(config.codebook_values, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor, draw: MaskDraw) -> torch.Tensor:
-        return implementations.apply(x, self, draw)
+        return implementations.lookup(draw.implementation).apply(x, self, draw)
 
 
 class CausalSelfAttention(nn.Module):
@@ -62,13 +62,13 @@ class CausalSelfAttention(nn.Module):
         return self.o(y.transpose(1, 2).reshape(batch, time, width), draw)
 
     def _query_key_value(self, x: torch.Tensor, draw: MaskDraw):
-        """q, k, v of x: for ``fused``, one layer of the three stacked where it can (``fused.fused_linears``:
-        the same values, a third of the host's work) and no hook would be skipped; else module by module."""
+        """q, k, v of x: the three at once where the implementation can (``Implementation.apply_stacked``: the
+        same values, less of the host's work) and no hook would be skipped; else module by module."""
         layers = (self.q, self.k, self.v)
-        if draw.implementation == "fused" and all(map(_calls_only_its_forward, layers)):
-            stacked = fused.fused_linears(x, layers, draw)
+        if all(map(_calls_only_its_forward, layers)):
+            stacked = implementations.lookup(draw.implementation).apply_stacked(x, layers, draw)
             if stacked is not None:
-                return stacked.split(self.q.weight.shape[0], -1)
+                return stacked.split([layer.weight.shape[0] for layer in layers], -1)
         return tuple(layer(x, draw) for layer in layers)
 
 
@@ -114,7 +114,8 @@ class StochasticTransformer(nn.Module):
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         # Listed once: the forward checks their logits every call (a plain tuple: not registered twice).
         self._stochastic = tuple(m for m in self.modules() if isinstance(m, StochasticLinear))
-        self._mask_tables = {}  # device tables of the logits' addresses (draw_bits_by_layer, StepValueCheck)
+        self._stochastic_names = tuple(n for n, m in self.named_modules() if isinstance(m, StochasticLinear))
+        self._mask_tables = {}  # device tables of the logits' addresses (draw_ahead, StepValueCheck)
 
     def stochastic_layers(self) -> list[StochasticLinear]:
         """The model's ``StochasticLinear`` layers, as built (listed once; replacing one later is not seen)."""
@@ -156,8 +157,9 @@ class StochasticTransformer(nn.Module):
             tokens: token ids, int64 or int32 ``[B, T]`` with ``1 <= T <= config.seq_len`` and ids in
                 ``[0, config.vocab_size)``.
             estimator: one of ``ESTIMATORS``: the gradient estimator of the masks' backward pass.
-            implementation: one of ``IMPLEMENTATIONS`` (``"current"`` runs B = 1 only), or ``FLOOR``
-                (``"shared"``: every row uses the first row's mask, the cost floor).
+            implementation: one of ``IMPLEMENTATIONS`` (``"current"`` runs B = 1 only), ``FLOOR``
+                (``"shared"``: every row uses the first row's mask, the cost floor), or a name that
+                ``implementations.register`` added.
             seed: the noise every mask is drawn from: an int in [0, 2**64) (Python, numpy, or a 0-d integer
                 tensor on the CPU, an int64's 64 bits read as unsigned), or a 0-d int64 tensor on the model's
                 CUDA device, whose value the kernels read when they run (its 64 bits are the seed).
@@ -182,10 +184,10 @@ class StochasticTransformer(nn.Module):
             >>> next_token_loss(logits, tokens).backward()
         """
         _checks.check_choice("estimator", estimator, ESTIMATORS)
-        _checks.check_choice("implementation", implementation, IMPLEMENTATIONS + (FLOOR,))
+        method = implementations.lookup(implementation)
         tau = _checks.check_tau(tau)
         device = self.token_embedding.weight.device
-        seed = _checks.check_seed(seed, device)
+        seed = (ops.check_seed if torch.compiler.is_compiling() else _checks.check_seed)(seed, device)
         if isinstance(seed, torch.Tensor):
             seed = seed.clone()  # this pass's value: the backward recomputes noise from it
         _checks.check_tokens(tokens, self.config.vocab_size, self.config.seq_len, device)
@@ -194,28 +196,26 @@ class StochasticTransformer(nn.Module):
             sample_offset = _checks.check_int("sample_offset", sample_offset, 0, 2**32 - batch)
         except (TypeError, ValueError):
             raise ValueError(f"sample_offset must be an int in [0, 2**32 - batch], got {sample_offset!r}") from None
-        implementations.check_batch(implementation, batch)
+        method.check_batch(batch)
         if device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             norms = (self.ln_final, *(norm for block in self.blocks for norm in (block.ln_attn, block.ln_mlp)))
             _checks.check_autocast_mix(device, {p.dtype for norm in norms for p in norm.parameters()})
-        margin = _checks.tau_scale_margin(ESTIMATOR_FUNCTIONS[estimator].needs_uniform, self.config.num_categories)
+        margin = _checks.tau_scale_margin(NEEDS_UNIFORM[estimator], self.config.num_categories)
         # Triton launches on the current CUDA device: make it the model's (the backward's are the engine's).
         with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
-            values = _checks.StepValueCheck(
+            # Compiled: the checks as one graph node (reading the values in the graph would break it).
+            check = ops.StepValueCheck if torch.compiler.is_compiling() else step_value_check.StepValueCheck
+            values = check(
                 tokens,
                 self.config.vocab_size,
                 [layer.logits for layer in self._stochastic],
                 tau,
                 margin,
                 self._mask_tables,
+                {name: layer.codebook for name, layer in zip(self._stochastic_names, self._stochastic, strict=True)},
             )
             samples = range(sample_offset, sample_offset + batch)
-            # fused reads packed masks: on CUDA every layer's are drawn here, in one launch per logits shape.
-            drawn = (
-                sampler.draw_bits_by_layer(self._stochastic, seed, samples, self._mask_tables)
-                if implementation == "fused"
-                else {}
-            )
+            drawn = method.draw_ahead(self._stochastic, seed, samples, self._mask_tables)
             draw = MaskDraw(estimator, implementation, tau, seed, samples, drawn)
             positions = torch.arange(time, device=tokens.device)
             x = self.token_embedding(values.safe_tokens) + self.position_embedding(positions)

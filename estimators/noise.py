@@ -27,12 +27,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from . import _backend, _checks
+from . import _checks
 
+# The hash's constants, read by the Triton kernels (``estimators.kernels.hashing``) too: this is their one source.
 MASK32 = 0xFFFFFFFF
 MIX_MULTIPLIERS = (0x21F0AAAD, 0x735A2D97)
-_GOLDEN = 0x61C88647  # 2**32 - 0x9E3779B9, the golden-ratio increment, negated
+GOLDEN = 0x61C88647  # 2**32 - 0x9E3779B9, the golden-ratio increment, negated
 UNIFORM_BITS = 23  # U = ((h >> 9) + 0.5) / 2**23
+UNIFORM_STEP = 2.0**-UNIFORM_BITS  # the spacing of U's values, float32's epsilon
 
 
 def mix32(x: int) -> int:
@@ -48,7 +50,7 @@ def mix32(x: int) -> int:
 
 
 def absorb(key: int, value: int) -> int:
-    return mix32(key ^ mix32(value + _GOLDEN))
+    return mix32(key ^ mix32(value + GOLDEN))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -127,7 +129,7 @@ def _hash_uniform(keys: np.ndarray, numel: int, elements, out: np.ndarray | None
     key_a = (keys[:, 0] ^ (keys[:, 0] >> np.uint32(16)))[:, None]
     key_b = keys[:, 1:]
     bits, scratch = np.empty(rows * width, dtype=np.uint32), np.empty(rows * width, dtype=np.uint32)
-    offset = np.float32(1 - 2.0 ** -(UNIFORM_BITS + 1))
+    offset = np.float32(1 - UNIFORM_STEP / 2)
     for first in range(0, numel, width):
         count = min(width, numel - first)
         counters = elements(first, count)
@@ -159,6 +161,22 @@ def seed_value(seed: Seed) -> int:
     return seed
 
 
+def check_uniform_arguments(
+    seed: object, param: int, samples: Sequence[int], shape: Sequence[int], device: torch.device | str
+) -> tuple[Seed, list[int], int]:
+    """``uniform``'s arguments checked: (the seed, as ``_checks.check_seed`` returns it; the samples as a list;
+    the number of elements of ``shape``); ValueError where a seed, parameter or sample index, or the element
+    count, leaves the hash's 32-bit counters."""
+    seed = _checks.check_seed(seed, device)
+    samples = list(samples)
+    if not 0 <= param <= MASK32 or any(not 0 <= s <= MASK32 for s in samples):
+        raise ValueError("param and sample indices must lie in [0, 2**32)")
+    numel = int(np.prod(shape, dtype=np.int64))
+    if numel >= 2**32:
+        raise ValueError(f"a parameter of {numel} elements exceeds the 2**32 element counter")
+    return seed, samples, numel
+
+
 def uniform(
     seed: Seed,
     param: int,
@@ -168,26 +186,16 @@ def uniform(
     *,
     category_major: bool = False,
 ) -> torch.Tensor:
-    """Uniform noise in (0, 1), float32 [len(samples), *shape], for parameter ``param``.
+    """Uniform noise in (0, 1), float32 [len(samples), *shape], for parameter ``param``, hashed on the CPU.
 
     Row ``i`` is the noise of sample ``samples[i]``; it depends only on
     (seed, param, samples[i], element index), never on the other rows.
-    ``seed`` is a ``Seed``: an int, or an int64 tensor (read on the device where the kernels run).
+    ``seed`` is a ``Seed``: an int, or an int64 tensor (its value read here). The result is moved to
+    ``device``; ``sampler.uniform`` computes the same bits on the device where the Triton kernels run.
     ``category_major``: the same values, stored with the last axis outermost (``u[..., k]`` is
-    contiguous), as the CPU paths for K = 2 read them; the kernels' noise keeps the default layout.
+    contiguous), as the CPU paths for K = 2 read them.
     """
-    seed = _checks.check_seed(seed, device)
-    samples = list(samples)
-    if not 0 <= param <= MASK32 or any(not 0 <= s <= MASK32 for s in samples):
-        raise ValueError("param and sample indices must lie in [0, 2**32)")
-    numel = int(np.prod(shape, dtype=np.int64))
-    if numel >= 2**32:
-        raise ValueError(f"a parameter of {numel} elements exceeds the 2**32 element counter")
-    kernels = _backend.triton_kernels(device)
-    if kernels is not None:
-        return over_runs(samples, lambda run: kernels.uniform(seed, param, run, numel, device)).view(
-            len(samples), *shape
-        )
+    seed, samples, numel = check_uniform_arguments(seed, param, samples, shape, device)
     keys = sample_keys(seed_value(seed), param, samples)
     if not category_major:
         return torch.from_numpy(_uniform_numpy(keys, numel)).view(len(samples), *shape).to(device)
@@ -258,8 +266,11 @@ def conditional_uniform(uniform: torch.Tensor, draw: int) -> torch.Tensor:
 
 
 def _numpy_path(tensor: torch.Tensor) -> bool:
-    """Whether the uint32 steps run in numpy: on the CPU, outside torch.compile (which traces torch ops only)."""
-    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+    """Whether the uint32 steps run in numpy: on the CPU, outside torch.compile (which traces torch ops only) and
+    outside torch.func transforms (whose wrapped tensors have no storage numpy can read)."""
+    return (
+        tensor.device.type == "cpu" and not torch.compiler.is_compiling() and torch.func.debug_unwrap(tensor) is tensor
+    )
 
 
 def conditional_uniforms(uniform: torch.Tensor, draws: Sequence[int]) -> torch.Tensor:

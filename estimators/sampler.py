@@ -3,11 +3,12 @@
 For logits theta [out, in, K] of parameter ``param``, sample ``b`` draws
 s_b = argmax_k(theta_k + G_k(U_b)) with U_b the counter-based noise of
 ``noise.uniform``. On CPU this is ``gradients.sample_index`` on that noise (for
-K = 2, a shortcut that gives the same bits); on
-CUDA a Triton kernel computes the same noise and argmax in registers without
-writing U (also on CPU under TRITON_INTERPRET=1). Implementations differ only in how they apply the masks, never in
-which masks they draw. (CPU and CUDA noise agree bit for bit; the float argmax
-on top may differ where two categories tie to the last bit.)
+K = 2, a shortcut that gives the same bits); on CUDA a Triton kernel computes the
+same noise and argmax in registers without writing U (also on CPU under
+TRITON_INTERPRET=1). Implementations differ only in how they apply the masks,
+never in which masks they draw. ``uniform`` is ``noise.uniform`` computed on the
+device where the kernels run. (CPU and CUDA noise agree bit for bit; the float
+argmax on top may differ where two categories tie to the last bit.)
 """
 
 from __future__ import annotations
@@ -17,9 +18,32 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from . import _backend, noise
+from . import _backend, _device_tables, noise
 from .gradients import sample_index
 from .noise import gumbel
+
+
+def uniform(
+    seed: noise.Seed,
+    param: int,
+    samples: Sequence[int],
+    shape: Sequence[int],
+    device: torch.device | str = "cpu",
+    *,
+    category_major: bool = False,
+) -> torch.Tensor:
+    """``noise.uniform``, computed on ``device`` by a Triton kernel where the kernels run (the same bits).
+
+    ``seed``: an int, or an int64 tensor (``noise.Seed``), which the kernel reads when it runs. The kernels'
+    noise keeps the default layout whatever ``category_major``; elsewhere this is ``noise.uniform``.
+    """
+    kernels = _backend.triton_kernels(device)
+    if kernels is None:
+        return noise.uniform(seed, param, samples, shape, device, category_major=category_major)
+    seed, samples, numel = noise.check_uniform_arguments(seed, param, samples, shape, device)
+    return noise.over_runs(samples, lambda run: kernels.uniform(seed, param, run, numel, device)).view(
+        len(samples), *shape
+    )
 
 
 def draw_index(logits: torch.Tensor, seed: noise.Seed, param: int, samples: Sequence[int]) -> torch.Tensor:
@@ -134,15 +158,15 @@ def draw_bits_by_layer(layers: Sequence, seed: noise.Seed, samples: range, table
     which reads each layer's logits through a table of their addresses on the device. Each layer's
     masks are a view ``[B, bytes]`` of the group's ``[B, layers, bytes]``, in which a sample's masks of
     consecutive layers (in ``layers``' order) are adjacent. The tables are
-    kept in ``tables`` (the caller's: it must outlive every CUDA graph that replays the launch) under
-    the logits' current addresses. Returns {} where the kernels do not run (the CPU draws layer by
-    layer), and leaves out a group whose table would have to be built while a CUDA graph is being
-    captured (a host-to-device copy cannot be captured): those layers draw one by one.
+    kept in ``tables`` (the caller's: it must outlive every CUDA graph that replays the launch) by
+    ``_device_tables``, under the logits' current addresses. Returns {} where the kernels do not run (the
+    CPU draws layer by layer), and leaves out a group whose table would have to be built while a CUDA graph
+    is being captured (a host-to-device copy cannot be captured): those layers draw one by one.
 
     Args:
         layers: modules with ``logits`` ``[out, in, 2]`` and ``param_id``.
         seed: as ``draw_bits``. samples: a range of consecutive sample indices.
-        tables: the cache of device tables, {} at first.
+        tables: the caller's dict of device tables (``_device_tables``), {} at first.
 
     Returns:
         each layer's packed masks by ``param_id``: ``draw_bits(layer.logits, seed, layer.param_id, samples)``.
@@ -162,13 +186,11 @@ def draw_bits_by_layer(layers: Sequence, seed: noise.Seed, samples: range, table
     drawn = {}
     for group in groups.values():
         device = group[0][1].device
-        # The table's contents are its key (addresses and parameter indices): a kept table is never stale.
-        key = (device, tuple(logits.data_ptr() for _, logits in group), tuple(param for param, _ in group))
-        table = tables.get(key)
-        if table is None:
-            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-                continue
-            table = tables[key] = tuple(torch.tensor(column, dtype=torch.int64, device=device) for column in key[1:])
+        table = _device_tables.columns(
+            tables, device, (tuple(logits.data_ptr() for _, logits in group), tuple(param for param, _ in group))
+        )
+        if table is None:  # a CUDA graph is being captured and the table was never built: layer by layer
+            continue
         bits = kernels.sample_bits_layers(*table, group[0][1], seed, samples)
         drawn.update((param, bits[:, index]) for index, (param, _) in enumerate(group))
     return drawn

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import estimators
-from benchmarks import grid
+from benchmarks import grid, skips
 from benchmarks import step as step_module
 from benchmarks.machine import DEVICE
+from benchmarks.skips import Cell, Machine, runs, skip_reason
 from benchmarks.workload import random_tokens
 
 
@@ -29,11 +30,11 @@ def test_the_grid_covers_every_estimator_and_implementation_of_the_package():
 
 
 def test_what_runs_where():
-    assert grid.skip_reason("current", 2, "*") and grid.runs("current", 1, "cuda")
-    assert grid.runs("compiled", 16, "cuda") and not grid.runs("compiled", 16, "cpu")
-    assert "batch" in grid.skip_reason("compiled", 2, "cpu")
-    assert grid.runs("bmm", 64, "cuda") and not grid.runs("bmm", 64, "cpu")
-    assert grid.skip_reason("bmm", 64, "*") is None
+    assert not runs("current", 2, "*") and runs("current", 1, "cuda")
+    assert runs("compiled", 16, "cuda") and not runs("compiled", 16, "cpu")
+    assert "batch" in skip_reason(Cell("step", "ste", "compiled", 2), Machine("cpu"))
+    assert runs("bmm", 64, "cuda") and not runs("bmm", 64, "cpu")
+    assert runs("bmm", 64, "*")
 
 
 def test_importing_the_tools_changes_no_torch_setting():
@@ -279,9 +280,57 @@ def test_width_models_keep_the_preset_but_its_width():
 
 
 def test_peak_memories_say_why_a_combination_has_no_figure():
-    peaks = step_module.peak_memories([("ste", "compiled", 2), ("no-such-estimator", "bmm", 2)])
-    assert "batch" in peaks["ste", "compiled", 2]
-    assert "does not exist" in peaks["no-such-estimator", "bmm", 2]
+    compiled, missing = Cell("step", "ste", "compiled", 2), Cell("step", "no-such-estimator", "bmm", 2)
+    peaks = step_module.peak_memories([compiled, missing])
+    assert "batch" in peaks[compiled]
+    assert "does not exist" in peaks[missing]
+
+
+CPU, CUDA, TWO_GPUS = Machine("cpu"), Machine("cuda"), Machine("cuda", gpus=2)
+
+
+@pytest.mark.parametrize(
+    ("cell", "machine", "reason"),
+    [
+        (Cell("step", "ste", "fused", 16), CPU, None),
+        (Cell("step", "ste", "fused", 32), CPU, "batches 32 and 64 are not benchmarked on CPU"),
+        (Cell("step", "ste", "fused", 32), CUDA, None),
+        (Cell("step", "gst", "loop", 16), CUDA, "gst is benchmarked with bmm, fused, shared only"),
+        (Cell("step", "ste", "loop", 8), CPU, "loop runs at batches 1 on cpu in the default tier"),
+        (Cell("step", "ste", "loop", 8), Machine("cpu", "full"), None),
+        (Cell("step", "ste", "compiled", 16), CPU, "compiled is benchmarked on CUDA only"),
+        (Cell("reduced", "gumbel", "bmm", 16, "bf16"), CUDA, "bmm is benchmarked in reduced precision for ste only"),
+        (Cell("eager", "ste", grid.DENSE, 16, "bf16"), CUDA, None),
+        (Cell("eager", "ste", "vmap", 16, "bf16"), CUDA, "the eager step of vmap is timed in fp32 in the default"),
+        (Cell("eager", "ste", "fused", 16), CPU, "eager steps are timed on CUDA only"),
+        (Cell("width", "ste", "bmm", 256, width=1024), CUDA, "batch 256 of the width benchmark runs fused"),
+        (Cell("width", "ste", "fused", 256, width=1024), CUDA, None),
+        (Cell("ratio", timing="eager", precision="fp32", batch=1), CPU, None),
+        (Cell("ratio", timing="eager", precision="fp32", batch=1), CUDA, "ratios of eager steps in fp32 run on cuda"),
+        (Cell("data_parallel", "ste", "fused", 64), CUDA, "data-parallel steps are benchmarked on hosts with 2"),
+        (Cell("data_parallel", "ste", "fused", 64), TWO_GPUS, None),
+        (Cell("estimator", "no-such-estimator"), CPU, "estimator 'no-such-estimator' does not exist at this commit"),
+        (Cell("step", "ste", "no-such-implementation", 1), CUDA, "implementation 'no-such-implementation' does not"),
+        # what the machine does not run comes first, the tier's rules last
+        (Cell("step", "no-such-estimator", "loop", 64), CPU, "batches 32 and 64 are not benchmarked on CPU"),
+        (Cell("step", "no-such-estimator", "loop", 8), CPU, "estimator 'no-such-estimator' does not exist"),
+    ],
+)
+def test_the_skip_table_on_named_cells(cell, machine, reason):
+    """One function, one argument order: what every benchmark class asks of a cell on a CPU and a faked CUDA host."""
+    found = skip_reason(cell, machine)
+    assert found is None if reason is None else found.startswith(reason), found
+
+
+def test_skip_params_hold_the_machines_rules_only():
+    """asv's skip_params skip what the machine does not run; what a commit lacks is skipped from setup."""
+    assert skip_reason(Cell("step", "no-such-estimator", "fused", 1), CPU, commit=False) is None
+    combinations = skips.skip_params([["fused", "compiled"], [1, 16]], lambda i, b: Cell("step", "ste", i, b))
+    assert combinations == ([("compiled", 1), ("compiled", 16)] if DEVICE == "cpu" else [("compiled", 1)])
+    with pytest.raises(NotImplementedError, match="does not exist at this commit"):
+        skips.skip(Cell("estimator", "no-such-estimator"))
+    with pytest.raises(ValueError, match="valid choices: step, reduced"):
+        Cell("training")
 
 
 def test_dense_is_the_stochastic_architecture_without_masks():
@@ -333,12 +382,17 @@ def test_a_reduced_precision_step_runs_in_its_precision():
 
 
 def test_the_reduced_precision_and_dense_grids():
-    assert grid.reduced_precision_skip_reason("ste", "bmm", 16, "cuda") is None
-    assert grid.reduced_precision_skip_reason("gumbel", "bmm", 16, "*")
-    assert grid.reduced_precision_skip_reason("gumbel", "fused", 64, "cuda") is None
-    assert grid.reduced_precision_skip_reason("ste", "fused", 16, "cpu")
-    assert grid.dense_skip_reason("bf16", 16, "cuda") is None and grid.dense_skip_reason("bf16", 16, "cpu")
-    assert grid.dense_skip_reason("fp32", 1, "cpu") is None and grid.dense_skip_reason("fp32", 8, "cpu")
+    def reason(kind, estimator, implementation, batch, precision, device):
+        return skip_reason(Cell(kind, estimator, implementation, batch, precision), Machine(device), commit=False)
+
+    assert reason("reduced", "ste", "bmm", 16, "bf16", "cuda") is None
+    assert reason("reduced", "gumbel", "bmm", 16, "bf16", "*") == "bmm is benchmarked in reduced precision for ste only"
+    assert reason("reduced", "gumbel", "fused", 64, "tf32", "cuda") is None
+    assert reason("reduced", "ste", "fused", 16, "bf16", "cpu") == "reduced precisions are benchmarked on CUDA only"
+    assert reason("dense", None, grid.DENSE, 16, "bf16", "cuda") is None
+    assert reason("dense", None, grid.DENSE, 16, "bf16", "cpu")
+    assert reason("dense", None, grid.DENSE, 1, "fp32", "cpu") is None
+    assert reason("dense", None, grid.DENSE, 8, "fp32", "cpu") == "Dense runs fp32 on cpu at batches (1, 16) only"
 
 
 def test_a_quality_figure_missing_at_a_commit_is_n_a_from_setup():

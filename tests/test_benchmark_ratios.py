@@ -7,6 +7,7 @@ import torch
 
 from benchmarks import grid, ratios
 from benchmarks.machine import DEVICE
+from benchmarks.skips import Cell, Machine, runs, skip_reason
 
 
 class _Clock:
@@ -75,20 +76,25 @@ def test_interleaved_ratios_reject_bad_input(numerator, runs, bounds, message):
         ratios.interleaved_ratios(runs, numerator, *bounds)
 
 
+def ratio_reason(timing, precision, batch, device):
+    cell = Cell("ratio", timing=timing, precision=precision, batch=batch)
+    return skip_reason(cell, Machine(device), commit=False)
+
+
 def test_ratio_cells_per_machine():
     cuda = [c for c in itertools.product(grid.RATIO_TIMINGS, grid.PRECISIONS, grid.RATIO_BATCHES)
-            if grid.ratio_skip_reason(*c, "cuda") is None]  # fmt: skip
+            if ratio_reason(*c, "cuda") is None]  # fmt: skip
     assert len(cuda) == 8 and ("replay", "tf32", 64) in cuda and ("eager", "tf32", 16) not in cuda
     cpu = [c for c in itertools.product(grid.RATIO_TIMINGS, grid.PRECISIONS, grid.RATIO_BATCHES)
-           if grid.ratio_skip_reason(*c, "cpu") is None]  # fmt: skip
+           if ratio_reason(*c, "cpu") is None]  # fmt: skip
     assert cpu == [("eager", "fp32", 1), ("eager", "fp32", 16)]
-    assert "not measured on cpu" in grid.ratio_skip_reason("replay", "fp32", 16, "cpu")
-    assert "at batches 16, 64 only" in grid.ratio_skip_reason("replay", "bf16", 1, "cuda")
+    assert "not measured on cpu" in ratio_reason("replay", "fp32", 16, "cpu")
+    assert "at batches 16, 64 only" in ratio_reason("replay", "bf16", 1, "cuda")
     # every ratio's denominators run where the ratio does: the Dense model's cell, and the Floor at that batch
     for device in ("cpu", "cuda"):
         for _timing, precision, batch in cpu if device == "cpu" else cuda:
-            assert grid.runs(grid.FLOOR, batch, device) and grid.runs("fused", batch, device)
-            assert grid.dense_skip_reason(precision, batch, device) is None
+            assert runs(grid.FLOOR, batch, device) and runs("fused", batch, device)
+            assert skip_reason(Cell("dense", None, grid.DENSE, batch, precision), Machine(device), False) is None
 
 
 def test_step_ratios_of_eager_steps_are_positive_and_replay_needs_cuda():
@@ -97,7 +103,7 @@ def test_step_ratios_of_eager_steps_are_positive_and_replay_needs_cuda():
     figures = ratios.measure([eager, ("replay", "tf32", 2)], rounds=few)
     assert set(figures[eager]) == {"dense", "floor"}
     assert all(value > 0 for value in figures[eager].values())
-    assert figures[("replay", "tf32", 2)] == grid.ratio_skip_reason("replay", "tf32", 2, DEVICE)  # n/a: its reason
+    assert figures[("replay", "tf32", 2)] == ratio_reason("replay", "tf32", 2, DEVICE)  # n/a: its reason
     if DEVICE != "cuda":
         with pytest.raises(ValueError, match="replay timing needs CUDA graphs"):
             ratios.step_ratios("replay", "fp32", 16, rounds=few)

@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from benchmarks import data_parallel, grid
+from benchmarks.skips import Cell, Machine, skip_reason
 
 
 def test_measure_runs_every_case_on_every_world():
@@ -34,8 +35,9 @@ def test_a_failing_rank_fails_the_measurement():
 
 @pytest.mark.parametrize(("device", "gpus"), [("cpu", 0), ("cuda", 1)])
 def test_fewer_than_two_gpus_is_na(device, gpus):
-    assert "2 or more GPUs" in grid.data_parallel_skip_reason(device, gpus)
-    assert grid.data_parallel_skip_reason("cuda", 2) is None
+    cell = Cell("data_parallel", "ste", "fused", 64, "fp32")
+    assert "2 or more GPUs" in skip_reason(cell, Machine(device, gpus=gpus), commit=False)
+    assert skip_reason(cell, Machine("cuda", gpus=2), commit=False) is None
 
 
 def test_report_reads_steps_and_efficiency_from_the_tracks():
@@ -66,9 +68,9 @@ def test_the_benchmark_is_na_without_figures_and_for_cases_out_of_memory():
 
     benchmark = bench_data_parallel.DataParallel()
     with pytest.raises(NotImplementedError, match="2 or more GPUs"):
-        benchmark.setup(grid.data_parallel_skip_reason("cpu", 0), "fp32", "fused", 64)
+        benchmark.setup(skip_reason(benchmark.cell("fp32", "fused", 64), Machine("cpu")), "fp32", "fused", 64)
     out_of_memory = {("fp32", "bmm", 64): {1: {"step_ms": 1.0}, 2: {"error": "out of memory"}}}
     with pytest.raises(NotImplementedError, match="out of memory"):
         benchmark.setup(out_of_memory, "fp32", "bmm", 64)
-    if grid.data_parallel_skip_reason(DEVICE, GPUS):  # asv skips the whole grid on this machine
+    if skip_reason(benchmark.cell("fp32", "fused", 64), Machine(DEVICE, gpus=GPUS)):  # asv skips the whole grid
         assert len(bench_data_parallel.DataParallel.skip_params) == len(list(itertools.product(*benchmark.params)))

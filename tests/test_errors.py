@@ -154,6 +154,15 @@ def test_noise_outside_open_unit_interval(value):
         estimators.estimate("gumbel", logits, uniform)
 
 
+@pytest.mark.parametrize("which", ["logits", "uniform"])
+def test_sparse_logits_or_noise_are_refused(which):
+    logits, uniform = _estimate_args()
+    arguments = {"logits": logits, "uniform": uniform}
+    arguments[which] = arguments[which].to_sparse()
+    with pytest.raises(TypeError, match=which + r" must be a dense \(strided\) tensor, got a sparse_coo tensor"):
+        estimators.estimate("ste", arguments["logits"], arguments["uniform"])
+
+
 def test_integer_logits():
     with pytest.raises(TypeError, match="logits must be a floating-point tensor"):
         estimators.estimate("ste", torch.ones(4, 3, dtype=torch.int64), torch.rand(4, 3))
@@ -388,6 +397,14 @@ def test_token_ids_out_of_range(model, tokens, bad):
 def test_wrong_token_dtype(model, tokens, dtype):
     with pytest.raises(TypeError, match="tokens must be a torch.int64 or torch.int32 tensor"):
         model(tokens.to(dtype), estimator="ste", implementation="bmm", seed=0)
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
+@pytest.mark.parametrize("layout", ["sparse_coo", "sparse_csr"])
+def test_sparse_tokens_are_refused(model, tokens, layout):
+    sparse = tokens.to_sparse() if layout == "sparse_coo" else tokens.to_sparse_csr()
+    with pytest.raises(TypeError, match=rf"tokens must be a dense \(strided\) tensor, got a {layout} tensor"):
+        model(sparse, estimator="ste", implementation="bmm", seed=0)
 
 
 def test_tokens_not_a_tensor(model):

@@ -80,6 +80,7 @@ def test_cpu_gate_compares_backwards_at_batch_8_the_estimate_backward_and_some_m
     from benchmarks import grid
     from benchmarks.bench_estimators import Estimate
     from benchmarks.bench_training import Floor, ForwardBackward
+    from benchmarks.skips import Cell, Machine, skip_reason
 
     selected = _selected(_names(ForwardBackward, Floor, Estimate), _default("cpu"))
     assert "bench_training.ForwardBackward.time_backward('ste', 'bmm', 16)" in selected
@@ -96,7 +97,8 @@ def test_cpu_gate_compares_backwards_at_batch_8_the_estimate_backward_and_some_m
     for name in selected:
         if name.startswith("bench_training.ForwardBackward."):
             estimator, implementation, batch = (v.strip(" '") for v in name.split("(", 1)[1][:-1].split(","))
-            reason = grid.step_skip_reason(estimator, implementation, int(batch), "cpu", grid.DEFAULT_TIER)
+            cell = Cell("step", estimator, implementation, int(batch))
+            reason = skip_reason(cell, Machine("cpu", grid.DEFAULT_TIER), commit=False)
             assert reason is None, f"{name} is selected but the default tier does not measure it: {reason}"
 
 

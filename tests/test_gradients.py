@@ -207,3 +207,25 @@ def test_gumbel_rao_is_finite_in_16_bit_logits(dtype):
     d = estimators.estimate("gumbel_rao", logits, u, tau=0.5)
     (d * torch.randn(20_000, 2, generator=gen).to(dtype)).sum().backward()
     assert logits.grad.dtype == dtype and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("name", estimators.ESTIMATORS)
+def test_estimate_under_torch_func_transforms_equals_the_eager_call(name):
+    """vmap and grad (and both) give the eager call's samples and gradients bit for bit; the value checks, which
+    cannot read a transformed tensor's values, are skipped there (estimate's docstring)."""
+    generator = torch.Generator().manual_seed(0)
+    logits, upstream = torch.randn(5, 3, generator=generator), torch.randn(5, 3, generator=generator)
+    uniform = torch.rand(5, 3, generator=generator).clamp(0.01, 0.99)
+    leaf = logits.clone().requires_grad_()
+    sample = estimators.estimate(name, leaf, uniform, tau=0.7)
+    (sample * upstream).sum().backward()
+
+    def loss(theta, u, g):
+        return (estimators.estimate(name, theta, u, tau=0.7) * g).sum()
+
+    batched = torch.func.vmap(lambda theta, u: estimators.estimate(name, theta, u, tau=0.7))(logits, uniform)
+    assert torch.equal(batched, sample.detach())
+    assert torch.equal(torch.func.grad(loss)(logits, uniform, upstream), leaf.grad)
+    assert torch.equal(torch.func.vmap(torch.func.grad(loss))(logits, uniform, upstream), leaf.grad)
+    over_the_noise = torch.func.vmap(lambda u: estimators.estimate(name, logits[0], u, tau=0.7))(uniform)
+    assert torch.equal(over_the_noise, torch.stack([estimators.estimate(name, logits[0], u) for u in uniform]))

@@ -1,4 +1,4 @@
-"""Bad input past the arguments' checks (those are test_errors.py's): the model's own mask logits, CUDA's
+"""Bad input past the arguments' checks (those are test_errors.py's): the model's own mask logits and codebooks, CUDA's
 deferred value checks (an error, and a device that lives on), the gradients near the smallest tau, and double
 backward (supported where the autograd graph is torch's, refused by fused)."""
 
@@ -35,10 +35,26 @@ def test_the_model_refuses_to_draw_masks_from_non_finite_logits(bad):
         model(random_tokens(CONFIGS["tiny"], 2, 0), estimator="gumbel", implementation="fused", seed=0)
 
 
+@pytest.mark.parametrize("implementation", ["current", "loop", "bmm", "fused", "shared"])
+@pytest.mark.parametrize("how", ["in place", "load_state_dict"])
+@pytest.mark.parametrize("bad", [NAN, INF, -INF])
+def test_the_model_refuses_a_non_finite_codebook_naming_the_layer(bad, how, implementation):
+    model = estimators.build_model(CONFIGS["tiny"])
+    if how == "in place":
+        with torch.no_grad():
+            model.blocks[1].attn.k.codebook[0] = bad
+    else:
+        state = model.state_dict()
+        state["blocks.1.attn.k.codebook"] = torch.tensor([0.0, bad])
+        model.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"the codebook of blocks\.1\.attn\.k is not finite"):
+        model(random_tokens(CONFIGS["tiny"], 1, 0), estimator="ste", implementation=implementation, seed=0)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("implementation", ["fused", "bmm", "shared"])
-@pytest.mark.parametrize("bad", ["token -1", "token vocab", "logit nan", "logit inf", "tau"])
+@pytest.mark.parametrize("bad", ["token -1", "token vocab", "logit nan", "logit inf", "codebook nan", "tau"])
 def test_on_cuda_bad_values_raise_before_the_forward_returns_and_the_device_lives_on(implementation, bad):
     """On CUDA the forward reads its value checks at its end (``StepValueCheck``); an id out of range must
     still raise the clear error, not a device-side assert that would kill the context."""
@@ -51,14 +67,23 @@ def test_on_cuda_bad_values_raise_before_the_forward_returns_and_the_device_live
         tokens = tokens.clone()
         tokens[1, 2] = -1 if bad == "token -1" else config.vocab_size
     saved = model.stochastic_layers()[2].logits.detach().clone()
+    saved_codebook = model.stochastic_layers()[2].codebook.clone()
     if bad.startswith("logit"):
         with torch.no_grad():
             model.stochastic_layers()[2].logits[1, 0, 1] = NAN if bad == "logit nan" else INF
-    match = {"token": r"token ids must lie in \[0, ", "logit": "mask logits are not finite", "tau": "too small"}
+    if bad.startswith("codebook"):
+        model.stochastic_layers()[2].codebook[1] = NAN
+    match = {
+        "token": r"token ids must lie in \[0, ",
+        "logit": "mask logits are not finite",
+        "codebook": r"the codebook of blocks\.0\.attn\.v is not finite",
+        "tau": "too small",
+    }
     with pytest.raises(ValueError, match=match[bad.split()[0]]):
         model(tokens, estimator="gumbel", implementation=implementation, seed=0, tau=tau)
     with torch.no_grad():
         model.stochastic_layers()[2].logits.copy_(saved)
+    model.stochastic_layers()[2].codebook.copy_(saved_codebook)
     again = model(random_tokens(config, 2, 0).cuda(), estimator="gumbel", implementation=implementation, seed=0)
     torch.cuda.synchronize()  # a device-side assert would surface here
     torch.testing.assert_close(again, good, rtol=0, atol=0)

@@ -224,10 +224,49 @@ def test_show_prints_a_line_without_nvml_and_an_unreadable_line(monkeypatch, tmp
     with path.open("a") as file:
         file.write("{cut short\n")
     assert host_state.main(["--show", str(path)]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert "no NVML state: pynvml cannot be imported" in text
     assert f"command: run.asv_project run HEAD^! ({host_state._git('rev-parse', 'HEAD')[0][:8]})" in text
-    assert "line 2" in text and "unreadable: " in text and "flagged" not in text
+    assert f"{path}:2: skipped: not JSON" in captured.err and "flagged" not in text
+
+
+DAMAGED_LINES = {
+    "gpus a string": b'{"phase": 3, "gpus": "x", "time": []}',
+    "gpus of ints": b'{"phase": "end", "gpus": [1, 2]}',
+    "reasons an int": b'{"phase": "end", "gpus": [{"reasons": 5, "errors": []}]}',
+    "errors a list": b'{"phase": "end", "gpus": [{"errors": ["x"]}]}',
+    "a clock of text": b'{"phase": "end", "gpus": [{"sm_clock_mhz": "fast", "sm_clock_max_mhz": 1980}]}',
+    "commits an int": b'{"phase": "end", "gpus": [], "commits": 5}',
+    "no gpus": b'{"phase": "start"}',
+    "no phase": b'{"gpus": []}',
+    "not UTF-8": b'{"note": "\xff\xfe"}',
+    "not JSON": b"not json",
+    "not an object": b"[1, 2]",
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_LINES)
+def test_show_names_and_skips_a_damaged_line_and_fails_when_none_is_readable(damage, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    path = tmp_path / "host-state.jsonl"
+    path.write_bytes(DAMAGED_LINES[damage] + b"\n")
+    assert host_state.main(["--show", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert f"{path}:1: skipped: " in captured.err and f"{path}: no readable records" in captured.err
+    assert "Traceback" not in captured.err
+    host_state.record(path, "end", "after")  # a good line after the damaged one: shown, exit 0
+    assert host_state.main(["--show", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert f"{path}:1: skipped: " in captured.err and "note: after" in captured.out
+
+
+@pytest.mark.parametrize("content", [b"", b"\n  \n"], ids=["empty", "blank lines"])
+def test_show_of_a_file_without_records_exits_1(content, tmp_path, capsys):
+    path = tmp_path / "host-state.jsonl"
+    path.write_bytes(content)
+    assert host_state.main(["--show", str(path)]) == 1
+    assert f"{path}: no readable records" in capsys.readouterr().err
 
 
 def test_the_record_is_read_by_neither_asv_nor_the_reporting_tools(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""``estimators._launch``: its keys split launches at least as finely as Triton's specialisation, and a
+"""``estimators.kernels.launch``: its keys split launches at least as finely as Triton's specialisation, and a
 launch through the compiled kernel's launcher computes what ``kernel[grid]`` does."""
 
 import importlib.util
@@ -52,7 +52,7 @@ def _triton_specialisation(value):
 
 
 def test_keys_are_at_least_as_fine_as_tritons_specialisation():
-    from estimators._launch import argument_key
+    from estimators.kernels.launch import argument_key
 
     specialisation_of_key = {}
     for value in _launch_arguments():
@@ -66,7 +66,7 @@ def test_keys_are_at_least_as_fine_as_tritons_specialisation():
 
 
 def test_unsupported_arguments_are_refused():
-    from estimators._launch import argument_key
+    from estimators.kernels.launch import argument_key
 
     with pytest.raises(TypeError, match="tensors, ints, floats and bools"):
         argument_key("a string")
@@ -75,7 +75,8 @@ def test_unsupported_arguments_are_refused():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the bound launcher runs on CUDA only")
 def test_bound_launches_compute_what_the_jit_launch_does():
-    from estimators import _launch, triton_kernels
+    from estimators import kernels
+    from estimators.kernels import launch as _launch
 
     generator = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(3, 40, 48, device="cuda", generator=generator)
@@ -87,20 +88,20 @@ def test_bound_launches_compute_what_the_jit_launch_does():
     codebook = torch.tensor((0.0, 1.0), device="cuda")
     runs = []
     for _ in range(3):  # the first through kernel[grid], the others through the launcher
-        bits = triton_kernels.sample_bits(logits, 7, 3, range(3))
-        runs.append((bits, triton_kernels.masked_linear(x, weight, bits, codebook, bias)))
+        bits = kernels.sample_bits(logits, 7, 3, range(3))
+        runs.append((bits, kernels.masked_linear(x, weight, bits, codebook, bias)))
     assert _launch._compiled, "no launch was bound"
     for bits, y in runs[1:]:
         assert torch.equal(bits, runs[0][0]) and torch.equal(y, runs[0][1])
     # An unaligned view is another specialisation: launched through kernel[grid] again, right all the same.
     unaligned = torch.empty(x.numel() + 1, device="cuda")[1:].view_as(x).copy_(x)
-    y = triton_kernels.masked_linear(unaligned, weight, runs[0][0], codebook, bias)
+    y = kernels.masked_linear(unaligned, weight, runs[0][0], codebook, bias)
     torch.testing.assert_close(y, runs[0][1], rtol=0, atol=0)
 
 
 def test_launch_hooks_send_every_launch_through_triton():
     """A profiler's launch hook must see every launch: while one is set, nothing goes around kernel[grid]."""
-    from estimators import _launch
+    from estimators.kernels import launch as _launch
 
     if _launch._knobs is None:
         pytest.skip("this Triton has no launch-hook knobs")
@@ -123,7 +124,7 @@ def test_launch_hooks_send_every_launch_through_triton():
 
 
 def test_the_inlined_keys_are_argument_key():
-    from estimators._launch import _arguments_key, argument_key
+    from estimators.kernels.launch import _arguments_key, argument_key
 
     arguments = tuple(_launch_arguments()) + (torch.nn.Parameter(torch.zeros(3)),)
     assert _arguments_key(arguments) == tuple(map(argument_key, arguments))
@@ -131,7 +132,7 @@ def test_the_inlined_keys_are_argument_key():
 
 def test_value_keys_determine_the_specialisation_keys():
     """Launches that share a value key share Triton's specialisation: the value-keyed table is safe to look up first."""
-    from estimators._launch import _arguments_key, _values_key
+    from estimators.kernels.launch import _arguments_key, _values_key
 
     class Subclass(torch.Tensor):
         pass
@@ -151,7 +152,7 @@ def test_value_keys_determine_the_specialisation_keys():
 
 def test_the_value_keyed_table_stays_bounded(monkeypatch):
     """Ints that change at every launch (a seed) add an entry each; the table is emptied before it passes its limit."""
-    from estimators import _launch
+    from estimators.kernels import launch as _launch
 
     monkeypatch.setattr(_launch, "_recent", {})
     monkeypatch.setattr(_launch, "RECENT_LIMIT", 8)

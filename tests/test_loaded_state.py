@@ -21,8 +21,9 @@ from torch.nn.utils import parametrize
 
 import estimators
 from benchmarks.workload import random_tokens
-from estimators import _backend, fused
+from estimators import _backend
 from estimators.config import ModelConfig
+from estimators.implementations import fused
 from estimators.model import next_token_loss
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"

@@ -111,7 +111,6 @@ def test_binary_cpu_sampler_is_sample_index_bit_for_bit(case):
         assert index.dtype == torch.uint8 and torch.equal(index.long(), want)
 
 
-@_NUMPY_PATH
 def test_category_major_noise_and_conditional_draws_are_the_same_values():
     u = noise.uniform(8, 3, [1, 4], (30, 20, 2))
     major = noise.uniform(8, 3, [1, 4], (30, 20, 2), category_major=True)
@@ -122,6 +121,23 @@ def test_category_major_noise_and_conditional_draws_are_the_same_values():
     want = torch.from_numpy(((h + 0.5) / 2**23).astype(np.float32))
     assert torch.equal(noise.conditional_uniform(u, 1), want)
     assert torch.equal(noise.conditional_uniform(major, 1), want)
+
+
+def test_noise_hashes_on_the_cpu_and_sampler_uniform_launches_where_the_kernels_run(monkeypatch):
+    """noise.uniform never reaches the kernels; sampler.uniform gives them each run of consecutive samples."""
+    runs = []
+
+    class Kernels:
+        @staticmethod
+        def uniform(seed, param, run, numel, device):
+            runs.append(run)
+            return noise.uniform(seed, param, run, (numel,), device)
+
+    monkeypatch.setattr(_backend, "triton_kernels", lambda device: Kernels)
+    want = noise.uniform(5, 2, [0, 1, 7], (4, 3, 2))
+    assert runs == [], "noise.uniform dispatched to the kernels"
+    got = sampler.uniform(5, 2, [0, 1, 7], (4, 3, 2))
+    assert runs == [range(0, 2), range(7, 8)] and torch.equal(got, want)
 
 
 def test_bits_pack_the_index():
@@ -137,7 +153,7 @@ def test_bits_pack_the_index():
 def test_cuda_noise_is_bit_identical_to_cpu():
     shape = (257, 129, 2)
     cpu = noise.uniform(77, 11, [0, 3, 1000], shape)
-    cuda = noise.uniform(77, 11, [0, 3, 1000], shape, device="cuda")
+    cuda = sampler.uniform(77, 11, [0, 3, 1000], shape, device="cuda")
     assert torch.equal(cuda.cpu(), cpu)
 
 

@@ -15,7 +15,7 @@ import torch
 
 import estimators
 from benchmarks.workload import random_tokens
-from estimators import _checks
+from estimators import step_value_check
 from estimators.model import next_token_loss
 from estimators.reference import per_sample_logits
 
@@ -34,7 +34,7 @@ def _logits_and_gradients(model, tokens, estimator, implementation, autocast_dty
             logits = per_sample_logits(model, tokens, estimator, seed=1234, tau=0.8)
         else:
             logits = model(tokens, estimator=estimator, implementation=implementation, seed=1234, tau=0.8)
-        loss = next_token_loss(logits.float(), tokens, reduction="sum")
+        loss = next_token_loss(logits.to(torch.promote_types(logits.dtype, torch.float32)), tokens, reduction="sum")
     gradients = torch.autograd.grad(loss, list(model.parameters()))
     names = [name for name, _ in model.named_parameters()]
     return logits.detach(), dict(zip(names, gradients, strict=True))
@@ -44,13 +44,13 @@ def assert_relatively_close(got, want, tolerance, what=""):
     """||got - want|| <= tolerance * ||want|| for the logits and every gradient (see NORM_FLOOR)."""
     logits, gradients = got
     want_logits, want_gradients = want
-    error = (logits.float() - want_logits).norm() / want_logits.norm()
+    error = (logits.double() - want_logits.double()).norm() / want_logits.double().norm()
     assert error <= tolerance, f"{what} logits: relative error {error:.3g} > {tolerance}"
     largest = max(g.norm().item() for g in want_gradients.values())
     for name, g in want_gradients.items():
         assert torch.isfinite(gradients[name]).all(), f"{what} {name}: not finite"
         scale = max(g.norm().item(), NORM_FLOOR * largest)
-        error = (gradients[name].float() - g.float()).norm().item() / scale
+        error = (gradients[name].double() - g.double()).norm().item() / scale
         assert error <= tolerance, f"{what} {name}: relative error {error:.3g} > {tolerance}"
 
 
@@ -96,6 +96,24 @@ def test_every_implementation_in_a_bf16_model_matches_the_fp32_reference(estimat
         assert_relatively_close(got, want, RELATIVE_TOLERANCE[torch.bfloat16], f"bf16 model {implementation}")
 
 
+@pytest.mark.parametrize("config_name", ["tiny", "k3"])
+@pytest.mark.parametrize("estimator", estimators.ESTIMATORS)
+def test_fused_in_a_float64_model_matches_loop_to_float64_precision(estimator, config_name, device):
+    """fp64 computes, accumulates and forms the masked weights in fp64 (the torch backend on every device);
+    the parameters are moved off the fp32 grid, so any rounding through fp32 shows."""
+    config = CONFIGS[config_name]
+    model = estimators.build_model(config, device=device, seed=3).double()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1e-3 * torch.randn(parameter.shape, generator=generator, dtype=torch.float64).to(device))
+    tokens = random_tokens(config, 5, seed=0, device=device)
+    want = _logits_and_gradients(model, tokens, estimator, "loop")
+    got = _logits_and_gradients(model, tokens, estimator, "fused")
+    assert all(g.dtype == torch.float64 for g in got[1].values())
+    assert_relatively_close(got, want, 1e-12, f"fp64 {config_name}")
+
+
 # A 16-bit model under autocast to the other 16-bit dtype: (the model's dtype, autocast's).
 MIXES = [(torch.float16, torch.bfloat16), (torch.bfloat16, torch.float16)]
 MIX_IDS = ["fp16_model_bf16_autocast", "bf16_model_fp16_autocast"]
@@ -108,10 +126,10 @@ def test_the_value_checks_run_outside_the_callers_autocast(model_dtype, autocast
     logits = [torch.randn(4, 3, 2).to(model_dtype) for _ in range(3)]
     tokens = torch.tensor([[1, 2, 3]])
     with torch.autocast("cpu", dtype=autocast_dtype):
-        _checks.StepValueCheck(tokens, 5, logits, 1.0, 0.0).result()
+        step_value_check.StepValueCheck(tokens, 5, logits, 1.0, 0.0).result()
         logits[1][2, 1, 0] = float("nan")
         with pytest.raises(ValueError, match="not finite"):
-            _checks.StepValueCheck(tokens, 5, logits, 1.0, 0.0).result()
+            step_value_check.StepValueCheck(tokens, 5, logits, 1.0, 0.0).result()
 
 
 @pytest.mark.parametrize("model_dtype, autocast_dtype", MIXES, ids=MIX_IDS)
@@ -179,3 +197,22 @@ def _cpu_supports_fp16() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("name", estimators.ESTIMATORS)
+def test_estimate_on_16_bit_logits_does_its_backward_math_in_fp32(name, dtype):
+    """The gradient is the exact math on the same 16-bit inputs, rounded once to the logits' dtype: within an ulp
+    of the dtype (16-bit math is off by several)."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 3, generator=generator).to(dtype).requires_grad_()
+    uniform = torch.rand(64, 3, generator=generator).clamp(0.01, 0.99).to(dtype)
+    upstream = torch.randn(64, 3, generator=generator).to(dtype)
+    sample = estimators.estimate(name, logits, uniform, tau=0.7)
+    (sample * upstream).sum().backward()
+    assert sample.dtype == logits.grad.dtype == dtype
+    function = estimators.gradients.ESTIMATOR_FUNCTIONS[name]
+    want = function.logit_grad(logits.detach().double(), sample.detach().double(), uniform, 0.7, upstream.double())
+    error = (logits.grad.double() - want).abs()
+    ulp = torch.finfo(dtype).eps
+    assert (error <= ulp * want.abs() + ulp * 1e-3 * want.abs().max()).all(), f"largest error {error.max():.3g}"

@@ -208,6 +208,18 @@ def test_a_damaged_machine_description_is_named(results_dir):
     assert status == 1 and not out and f"{description}: not the description of machine" in err
 
 
+@pytest.mark.parametrize("tool", TOOLS)
+def test_a_missing_machine_description_is_named_not_no_results(results_dir, tool):
+    main, extra = TOOLS[tool]
+    write(results_dir, NEW, result_set(NEW))
+    (results_dir / MACHINE / "machine.json").unlink()
+    status, out, err = run(main, "--machine", MACHINE, *extra)
+    assert status == 1 and not out and "Traceback" not in err
+    assert f"{results_dir / MACHINE} has 1 result file(s) but no machine.json" in err and "no results for" not in err
+    status, _, err = run(main, "--machine", "no-such-machine", *extra)  # a machine that has nothing: as before
+    assert status == 2 and "no results for machine 'no-such-machine'" in err
+
+
 def test_a_machine_without_results_of_this_history_is_no_data(results_dir):
     write(results_dir, NEW, result_set(NEW))
     file_of(results_dir, NEW).rename(file_of(results_dir, "f" * 40))

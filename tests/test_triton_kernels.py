@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import estimators
-from estimators import _backend, _checks, fused, noise, sampler
+from estimators import _backend, _device_tables, noise, sampler, step_value_check
 from estimators.config import ModelConfig
 from estimators.gradients import ESTIMATOR_FUNCTIONS, sample_index
-from estimators.implementations import MaskDraw
+from estimators.implementations import MaskDraw, fused, fused_triton
 
 from conftest import CONFIGS
 
@@ -105,7 +105,7 @@ def test_layers_drawn_in_one_launch_are_each_layers_draw(seed, dtype):
         for layer in layers:
             want = sampler.draw_bits(layer.logits, seed_value, layer.param_id, samples)
             assert torch.equal(drawn[layer.param_id], want), f"layer {layer.param_id}"
-    assert len(tables) == 2, "one table a group, built once"
+    assert _device_tables.kept(tables) == 2, "one table a group, built once"
     # A negative control: another layer's parameter index draws other bits.
     other = sampler.draw_bits(layers[0].logits, seed, layers[1].param_id, samples)
     assert not torch.equal(drawn[layers[0].param_id], other)
@@ -113,7 +113,7 @@ def test_layers_drawn_in_one_launch_are_each_layers_draw(seed, dtype):
 
 @needs_kernels
 def test_kernel_uniform_of_scattered_samples():
-    got = noise.uniform(2**63 + 1, 9, [4, 0, 1, 2, 9], (33, 2), KERNEL_DEVICE).cpu()
+    got = sampler.uniform(2**63 + 1, 9, [4, 0, 1, 2, 9], (33, 2), KERNEL_DEVICE).cpu()
     keys = noise.sample_keys(2**63 + 1, 9, [4, 0, 1, 2, 9])
     assert torch.equal(got.view(5, -1), torch.from_numpy(noise._uniform_numpy(keys, 66)))
 
@@ -164,15 +164,16 @@ def test_kernel_masked_linear_forward_and_input_grad(codes, weight_copy):
 @pytest.mark.parametrize("key", list(itertools.product([False, True], repeat=3)))  # MATMUL_TILES_BY_SHAPE's keys
 def test_every_tile_configuration_masks_its_edges(key):
     """Each of MATMUL_TILES_BY_SHAPE's tiles, passed explicitly, on a shape off every tile multiple."""
-    from estimators import triton_kernels
+    from estimators.kernels import tiles as kernel_tiles
 
-    sixteen_bit, input_grad, _ = key
+    shape = kernel_tiles.MatmulShape(*key)
+    sixteen_bit, input_grad = shape.sixteen_bit, shape.input_grad
     # bf16 dots are wrong under Triton's interpreter (docs/PERFORMANCE.md, "Precision"): fp16 there.
     dtype = (torch.float16 if INTERPRETED else torch.bfloat16) if sixteen_bit else torch.float32
     x, weight, bias, logits, dy, index = _problem()
     masks = index.float()
     bits = sampler.pack_bits(index).to(KERNEL_DEVICE)
-    tiles = triton_kernels.MATMUL_TILES_BY_SHAPE[key]
+    tiles = kernel_tiles.MATMUL_TILES_BY_SHAPE[shape]
     w_b = (weight * masks).to(dtype).double()
     if input_grad:
         got = _kernels().masked_linear_input_grad(
@@ -198,10 +199,10 @@ def test_every_tile_configuration_masks_its_edges(key):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_kernel_masked_linear_large_shape_tiles(dtype):
     """Outputs of >= LARGE_OUTPUT elements take MATMUL_TILES_BY_SHAPE's large tiles in both passes."""
-    from estimators import triton_kernels
+    from estimators import kernels
 
     batch, time, d_in, d_out = 16, 128, 2048, 2048
-    assert batch * time * min(d_in, d_out) >= triton_kernels.LARGE_OUTPUT
+    assert batch * time * min(d_in, d_out) >= kernels.LARGE_OUTPUT
     gen = torch.Generator().manual_seed(0)
     x, dy = torch.randn(batch, time, d_in, generator=gen), torch.randn(batch, time, d_out, generator=gen)
     weight, bias = torch.randn(d_out, d_in, generator=gen) / 32, torch.randn(d_out, generator=gen)
@@ -343,6 +344,28 @@ def test_large_fp32_layers_reduce_over_a_time_major_copy(d_in, d_out):
         assert (got.double() - want).norm() / want.norm() < 1e-5
 
 
+@pytest.mark.skipif(_backend._import_kernels() is None, reason="triton is not installed")
+@pytest.mark.parametrize("interpreted", [False, True], ids=["compiled", "interpreted"])
+def test_under_the_interpreter_fused_sends_bf16_activations_to_the_torch_backend(interpreted, monkeypatch):
+    """Triton's interpreter computes bf16 dots wrongly, so there bf16 takes the torch path; compiled kernels
+    take every activation dtype."""
+    monkeypatch.setattr(_backend, "INTERPRETED", interpreted)
+    kernels = _backend._import_kernels()
+    assert fused._kernels_take(kernels, torch.bfloat16) is not interpreted
+    assert fused._kernels_take(kernels, torch.float16) and fused._kernels_take(kernels, torch.float32)
+    assert not fused._kernels_take(kernels, torch.float64)
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="the bf16 model through the interpreter (TRITON_INTERPRET=1)")
+def test_a_bf16_model_under_the_interpreter_matches_loop():
+    config = CONFIGS["tiny"]
+    model = estimators.build_model(config, seed=3).to(torch.bfloat16)
+    tokens = torch.randint(0, config.vocab_size, (2, config.seq_len), generator=torch.Generator().manual_seed(0))
+    got = model(tokens, estimator="ste", implementation="fused", seed=3).float()
+    want = model(tokens, estimator="ste", implementation="loop", seed=3).float()
+    assert (got - want).norm() <= 3e-2 * want.norm()
+
+
 @needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_kernels_take_16_bit_activations_and_accumulate_in_fp32(dtype):
@@ -438,7 +461,7 @@ def test_fused_runs_the_hooks_of_query_key_value(monkeypatch):
 @pytest.mark.parametrize("bad", ["none", "nan", "-inf"])
 @pytest.mark.parametrize("token_dtype", [torch.int64, torch.int32])
 def test_step_values_reduces_the_logits_and_the_ids_and_clamps_the_ids(bad, token_dtype):
-    """triton_kernels.step_values: max |logit| over layers of other sizes (NaN and inf kept), the ids' min and max
+    """kernels.step_values: max |logit| over layers of other sizes (NaN and inf kept), the ids' min and max
     (more ids than a block), and the ids clamped into the vocabulary."""
     generator = torch.Generator().manual_seed(0)
     layers = [torch.randn(shape, generator=generator) for shape in [(7, 5, 2), (300, 40, 2), (3, 3, 2)]]
@@ -454,7 +477,7 @@ def test_step_values_reduces_the_logits_and_the_ids_and_clamps_the_ids(bad, toke
         tokens.to(token_dtype).to(KERNEL_DEVICE), 50, table, numels, torch.float32, max(numels.tolist())
     )
     assert safe.dtype == token_dtype and torch.equal(safe.cpu().long(), tokens.clamp(0, 49))
-    largest, low, high = _checks._read_reductions(values.cpu())  # as StepValueCheck.result reads them
+    largest, low, high = step_value_check._read_reductions(values.cpu())  # as StepValueCheck.result reads them
     want = {"none": 17.5, "nan": float("nan"), "-inf": float("inf")}[bad]
     assert largest == want or (np.isnan(want) and np.isnan(largest))
     assert (low, high) == (-4, 77)
@@ -463,7 +486,7 @@ def test_step_values_reduces_the_logits_and_the_ids_and_clamps_the_ids(bad, toke
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the forward's value checks launch a kernel on CUDA only")
 def test_on_cuda_the_forwards_value_checks_are_one_kernel(monkeypatch):
-    """The model's StepValueCheck takes triton_kernels.step_values, whose values it reads."""
+    """The model's StepValueCheck takes kernels.step_values, whose values it reads."""
     model = estimators.build_model(CONFIGS["tiny"], device="cuda")
     tokens = torch.randint(0, CONFIGS["tiny"].vocab_size, (2, 8), device="cuda")
     launches = []
@@ -479,33 +502,55 @@ def test_on_cuda_the_forwards_value_checks_are_one_kernel(monkeypatch):
 
 @needs_kernels
 def test_masks_side_by_side_are_one_stacked_layers_and_others_are_refused():
-    """fused._side_by_side_masks: the masks of layers adjacent in draw_bits_by_layer's output, as one layer's; None
-    for layers out of order or apart, a missing mask, and masks that do not end on a byte's end."""
+    """fused_triton.side_by_side_masks: the masks of layers adjacent in draw_bits_by_layer's output, as one
+    layer's; None for layers out of order or apart, a missing mask, and masks that do not end on a byte's end."""
     model = estimators.build_model(CONFIGS["tiny"], device=KERNEL_DEVICE, seed=3)
     samples = range(5, 8)
     drawn = sampler.draw_bits_by_layer(model.stochastic_layers(), 9, samples, {})
     draw = MaskDraw("ste", "fused", 1.0, 9, samples, drawn)
     attention = model.blocks[1].attn
-    stacked = fused._side_by_side_masks((attention.q, attention.k, attention.v), draw)
+    stacked = fused_triton.side_by_side_masks((attention.q, attention.k, attention.v), draw)
     want = [
         sampler.draw_index(layer.logits, 9, layer.param_id, samples)
         for layer in (attention.q, attention.k, attention.v)
     ]
     assert torch.equal(stacked.cpu(), sampler.pack_bits(torch.cat(want, 1).cpu()))
-    assert fused._side_by_side_masks((attention.k, attention.v, attention.o), draw) is not None  # adjacent too
+    assert fused_triton.side_by_side_masks((attention.k, attention.v, attention.o), draw) is not None  # adjacent too
     for layers in [
         (attention.k, attention.q, attention.v),
         (attention.q, attention.v),
         (model.blocks[0].attn.v, attention.q),
     ]:
-        assert fused._side_by_side_masks(layers, draw) is None
+        assert fused_triton.side_by_side_masks(layers, draw) is None
     missing = MaskDraw(
         "ste", "fused", 1.0, 9, samples, {key: value for key, value in drawn.items() if key != attention.k.param_id}
     )
-    assert fused._side_by_side_masks((attention.q, attention.k, attention.v), missing) is None
+    assert fused_triton.side_by_side_masks((attention.q, attention.k, attention.v), missing) is None
     odd = ModelConfig(d_model=30, n_head=2, n_layer=1, d_ff=8, vocab_size=11, seq_len=4)  # 900 weights a layer
     model = estimators.build_model(odd, device=KERNEL_DEVICE, seed=3)
     drawn = sampler.draw_bits_by_layer(model.stochastic_layers(), 9, samples, {})
     attention = model.blocks[0].attn
     draw = MaskDraw("ste", "fused", 1.0, 9, samples, drawn)
-    assert fused._side_by_side_masks((attention.q, attention.k, attention.v), draw) is None
+    assert fused_triton.side_by_side_masks((attention.q, attention.k, attention.v), draw) is None
+
+
+@needs_kernels
+@pytest.mark.parametrize("estimator", ["ste", "gumbel"])
+def test_compiled_fused_runs_the_kernels_op_exactly(estimator, monkeypatch):
+    """A compiled model's fused layers run estimators::fused_linear on packed masks (the Triton backend's op):
+    logits and every gradient are eager's exactly (aot_eager: no reordering of the other layers' arithmetic;
+    eager applies q, k, v one by one too, as a compiled model does)."""
+    from test_compile_model import EXACT, _check_compiled_matches_eager
+
+    calls = []
+    fused_linear = fused.fused_ops.fused_linear
+
+    def spy(*arguments, kernels):
+        calls.append(kernels)
+        return fused_linear(*arguments, kernels=kernels)
+
+    monkeypatch.setattr(fused.fused_ops, "fused_linear", spy)
+    monkeypatch.setattr(fused.Fused, "apply_stacked", lambda self, x, layers, draw: None)
+    arguments = {"seeds": [torch.tensor(-3)] * 2, "batch": 2, "backend": "aot_eager", "tolerance": EXACT}
+    _check_compiled_matches_eager(CONFIGS["tiny"], KERNEL_DEVICE, estimator, "fused", True, **arguments)
+    assert calls and all(calls)

@@ -5,7 +5,7 @@ For each precision, implementation and batch: the eager step's wall time
 suite's ``EagerStep``), the host's share of it (the time until the step's
 Python returns, started on an idle device), and the CUDA kernel launches per
 step counted by torch.profiler; for every implementation but Dense, the eager
-step again with the forward's value checks (``_checks.StepValueCheck``, which
+step again with the forward's value checks (``step_value_check.StepValueCheck``, which
 reads two reductions back) switched off, which says what the checks cost a
 loop. The eager steps of one batch and precision are timed round-robin, and
 each one's ratio to the Dense step is taken round by round. Uses only
@@ -75,7 +75,7 @@ def launches_per_step(step, steps: int = 3) -> float:
 
 
 class _Unchecked:
-    """``_checks.StepValueCheck`` that checks nothing."""
+    """``step_value_check.StepValueCheck`` that checks nothing."""
 
     def __init__(self, tokens, *args, **kwargs):
         self.safe_tokens = tokens
@@ -86,16 +86,24 @@ class _Unchecked:
 
 @contextlib.contextmanager
 def value_checks_off():
-    """The model's forward without its value checks: ``StepValueCheck``, or ``check_step_values`` before it."""
+    """The model's forward without its value checks: ``StepValueCheck`` (in ``estimators.step_value_check``, or
+    ``estimators._checks`` in older checkouts), or ``check_step_values`` before it."""
+    import importlib.util
+
     from estimators import _checks
 
-    name, off = ("StepValueCheck", _Unchecked) if hasattr(_checks, "StepValueCheck") else ("check_step_values", None)
-    saved = getattr(_checks, name)
-    setattr(_checks, name, off or (lambda *args, **kwargs: None))
+    owner = (
+        importlib.import_module("estimators.step_value_check")
+        if importlib.util.find_spec("estimators.step_value_check")
+        else _checks
+    )
+    name, off = ("StepValueCheck", _Unchecked) if hasattr(owner, "StepValueCheck") else ("check_step_values", None)
+    saved = getattr(owner, name)
+    setattr(owner, name, off or (lambda *args, **kwargs: None))
     try:
         yield
     finally:
-        setattr(_checks, name, saved)
+        setattr(owner, name, saved)
 
 
 def measure_group(implementations, batch: int, precision: str, repeats: int) -> list[dict]:

@@ -25,6 +25,7 @@ import torch
 import estimators
 from benchmarks import grid
 from benchmarks.machine import PRESET
+from benchmarks.skips import runs
 from benchmarks.step import TrainingStep
 from benchmarks.workload import random_tokens
 from estimators.model import next_token_loss
@@ -105,7 +106,7 @@ def launch_overhead(report):
             report.append(
                 f"  {implementation:>9} {estimator:>7}: step {per_step:6.2f}  forward (no grad) {forward:6.2f}"
             )
-    from estimators import triton_kernels as tk
+    from estimators import kernels as tk
 
     small = torch.randn(4, 4, 2, device="cuda")
     a = torch.randn(8, device="cuda")
@@ -156,8 +157,8 @@ def kernel_sweep(report, batches=(16, 64), dtypes=("fp32", "bf16"), widths=(512,
     """The fused kernels alone at the layer shapes of ``widths``, under several tiles, dtypes and precisions."""
     import triton.testing
 
+    from estimators import kernels as tk
     from estimators import sampler
-    from estimators import triton_kernels as tk
 
     bench = lambda fn: triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median")  # noqa: E731
     relative = lambda got, want: ((got.double() - want).norm() / want.norm()).item()  # noqa: E731
@@ -260,7 +261,7 @@ def main(argv=None) -> int:
     rows = []
     cells = itertools.product(args.precisions, args.batches, args.estimators, args.implementations)
     for precision, batch, estimator, implementation in [] if args.skip_table else cells:
-        if implementation != grid.DENSE and grid.skip_reason(implementation, batch, "cuda") and batch <= 64:
+        if implementation != grid.DENSE and not runs(implementation, batch, "cuda") and batch <= 64:
             continue  # what the suite runs, as it runs it (batches past the suite's grid: every implementation)
         if implementation == grid.DENSE and estimator != args.estimators[0]:
             continue  # Dense has no estimator

@@ -8,8 +8,9 @@ from collections.abc import Callable
 import torch
 
 import estimators
-from benchmarks.grid import BATCHES, SEED, runs
+from benchmarks.grid import BATCHES, SEED
 from benchmarks.machine import DEVICE
+from benchmarks.skips import runs
 from benchmarks.workload import random_tokens
 from estimators.reference import per_sample_logits
 

@@ -296,9 +296,15 @@ def latest(machine: str, commit: str | None = None) -> Measurements:
     With ``commit``: NoResults where no file of ``machine`` is of that commit, several commits match, or its
     file is damaged. Without: the newest readable result set; the damaged files of newer commits are named on
     stderr and in the ``notes`` of what it returns; NoData where none is readable. NoResults for a machine
-    without results.
+    without results; NoData for a machine whose result files lack their machine.json.
     """
     if machine not in machines():
+        files = result_files(machine) if machine not in ("", ".", "..") and Path(machine).name == machine else []
+        if files:
+            raise NoData(
+                f"{results_dir() / machine} has {len(files)} result file(s) but no machine.json (asv writes it with "
+                "the results; restore it from git)"
+            )
         raise NoResults(
             f"no results for machine {machine!r} under {results_dir()}; machines with results: {machines()}"
         )

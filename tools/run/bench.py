@@ -1,7 +1,7 @@
 """The main job: ``python -m tools.run.bench [--commits N]`` (README's first command runs it through make).
 
 1. Runs the asv suite on this machine (CPU and the ``small`` preset unless a
-   GPU is present; see benchmarks/machine.py) over the newest N commits that
+   GPU is present; see benchmarks/environment.py) over the newest N commits that
    change what is measured (estimators/, benchmarks/, pyproject.toml,
    asv.conf.json), skipping commits that already have results in results/ (a run cut
    short does not count: its file is partial, tools/run/asv_patches.py).

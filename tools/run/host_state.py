@@ -8,13 +8,14 @@ and limit (W), temperature (C), the clock event ("throttle") reasons, decoded, a
 compute modes. A field NVML cannot read is ``null``, with NVML's message under the GPU's ``errors``.
 Where NVML cannot be used at all (no ``pynvml``, from the ``nvidia-ml-py`` package; no driver; no GPU)
 the line says why under ``nvml_unavailable`` and the command still exits 0: a missing record never
-fails a benchmark run. Only a bad argument (exit 2) or an unwritable FILE (exit 1) fail.
+fails a benchmark run. Only a bad argument (exit 2) or an unwritable FILE (exit 1) fail ``--record``.
 
 ``python -m tools.run.host_state --show FILE`` prints one row per GPU and line (time, phase, GPU, SM
 clock/max, power draw/cap, temperature, reasons) and flags a row where the SM clock at the end was
 under ``LOW_CLOCK`` of its max while the GPU was not idle, or a thermal or power reason
 (``SLOWDOWN_REASONS``) was active; a note, the command, fields NVML could not read or why NVML was
-unavailable are printed under their line.
+unavailable are printed under their line. A damaged line (not UTF-8, not JSON, a field of the wrong type) is
+named with its line number on stderr and skipped; a FILE with no readable line exits 1.
 
 gpu_suite.sh keeps the record in ``results/<machine>/host-state.jsonl`` (``RECORD_NAME``): asv and
 tools/reporting/results.py read only files ending in ``.json`` there, so they never see it.
@@ -237,22 +238,89 @@ def _pair(value, top, unit: str, digits: int = 0) -> str:
     return f"{show(value)}/{show(top)} {unit}"
 
 
-def show(path: Path, out=None) -> int:
+class NoRecords(ValueError):
+    """A file ``show`` was given holds no readable line."""
+
+
+# A GPU's fields that ``show`` reads: the types each may have (null: NVML could not read it).
+_NUMBER = (int, float)
+GPU_FIELDS = {
+    "index": (int, str),
+    "name": (str,),
+    "sm_clock_mhz": _NUMBER,
+    "sm_clock_max_mhz": _NUMBER,
+    "power_draw_w": _NUMBER,
+    "power_limit_w": _NUMBER,
+    "temperature_c": _NUMBER,
+    "reasons": (list,),
+    "errors": (dict,),
+}
+
+
+def _damage(line: object) -> str | None:
+    """Why a parsed line cannot be shown (a field of the wrong type), or None."""
+    if not isinstance(line, dict):
+        return f"not a JSON object but {type(line).__name__}"
+    if line.get("phase") not in PHASES:
+        return f"phase is {line.get('phase')!r}, not one of {', '.join(PHASES)}"
+    if "gpus" not in line:
+        return "no gpus (a record lists them, empty where NVML was unavailable)"
+    commits = line.get("commits")
+    if commits is not None and not (isinstance(commits, list) and all(isinstance(c, str) for c in commits)):
+        return "commits is not a list of strings"
+    gpus = line["gpus"]
+    if not isinstance(gpus, list):
+        return f"gpus is not a list but {type(gpus).__name__}"
+    for position, gpu in enumerate(gpus):
+        if not isinstance(gpu, dict):
+            return f"gpus[{position}] is not an object but {type(gpu).__name__}"
+        for field, types in GPU_FIELDS.items():
+            value = gpu.get(field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+                return f"gpus[{position}].{field} has the wrong type ({type(value).__name__})"
+        if not all(isinstance(reason, str) for reason in gpu.get("reasons") or []):
+            return f"gpus[{position}].reasons is not a list of strings"
+    return None
+
+
+def read_records(path: Path, err=None) -> list[dict]:
+    """``path``'s readable lines, parsed; each damaged one (not UTF-8, not JSON, not an object, without a phase of
+    ``PHASES`` or a gpus list, a field of the wrong type) is named with its line number on ``err`` (stderr) and
+    skipped. Blank lines are ignored."""
+    err = err or sys.stderr
+    records = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            text = raw.decode("utf-8")
+            if not text.strip():
+                continue
+            line = json.loads(text)
+            problem = _damage(line)
+        except UnicodeDecodeError as error:
+            problem = f"not UTF-8 text ({error.reason} at byte {error.start})"
+        except ValueError as error:
+            problem = f"not JSON ({error})"
+        if problem:
+            print(f"warning: {path}:{number}: skipped: {problem}", file=err)
+        else:
+            records.append(line)
+    return records
+
+
+def show(path: Path, out=None, err=None) -> int:
     """Print ``path``'s lines as a table to ``out`` (stdout), flagged rows marked ``!``; return how many rows
-    were flagged."""
+    were flagged. A damaged line is named on ``err`` (stderr) and skipped (``read_records``).
+
+    Raises:
+        NoRecords: no line of ``path`` is readable (or it is empty).
+    """
     out = out or sys.stdout
     header = ("", "time", "phase", "gpu", "sm clock/max", "power draw/cap", "temp", "reasons")
     rows, notes, flagged = [], {}, 0
-    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            line = json.loads(text)
-            if not isinstance(line, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as error:
-            rows.append(("?", f"line {number}", "", "", "", "", "", f"unreadable: {error}"))
-            continue
+    records = read_records(path, err)
+    if not records:
+        raise NoRecords(f"{path}: no readable records")
+    for line in records:
         time, phase = str(line.get("time", "?")), str(line.get("phase", "?"))
         extra = [f"note: {line['note']}"] if line.get("note") else []
         if line.get("command"):
@@ -314,7 +382,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--show takes no --phase, --note or command")
         if not args.show.is_file():
             parser.error(f"{args.show}: no such file")
-        show(args.show)
+        try:
+            show(args.show)
+        except (NoRecords, OSError) as error:
+            print(f"host_state: {error}", file=sys.stderr)
+            return 1
         return 0
     if args.phase is None:
         parser.error(f"--record needs --phase ({', '.join(PHASES)})")

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 import triton
 
-from ._backend import INTERPRETED
+from .._interpreter import INTERPRETED
 
 try:
     from triton import knobs as _knobs
@@ -143,3 +143,8 @@ def launch(kernel, grid: tuple, *args, **constexprs) -> None:
     compiled.run(
         grid_x, grid_y, grid_z, stream, compiled.function, compiled.packed_metadata, None, None, None, *args, *tail
     )
+
+
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for ints on the host (``triton.cdiv`` is a constexpr function: slow to call from Python)."""
+    return -(-a // b)

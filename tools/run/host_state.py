@@ -163,8 +163,9 @@ def _git(*args: str) -> list[str]:
 
 def measured_commits(command: list[str]) -> list[str]:
     """The commits ``command``'s arguments name, as asv reads them: ``A^!`` (A alone), ``A..B`` (the commits
-    of B not in A), ``HASHFILE:path`` (one a line, resolved), and any other argument git resolves to a commit
-    (gate's BASE HEAD). An argument that names none (an option, a benchmark pattern) adds nothing."""
+    of B's first-parent history not in A: asv's ``rev-list --first-parent``), ``HASHFILE:path`` (one a line,
+    resolved), and any other argument git resolves to a commit (gate's BASE HEAD). An argument that names
+    none (an option, a benchmark pattern) adds nothing."""
     commits: list[str] = []
     for argument in command:
         if argument.startswith("-"):
@@ -176,7 +177,7 @@ def measured_commits(command: list[str]) -> list[str]:
         elif argument.endswith("^!"):
             names = [argument[:-2]]
         elif ".." in argument:
-            commits += _git("rev-list", argument, "--")
+            commits += _git("rev-list", "--first-parent", argument, "--")
             continue
         else:
             names = [argument]

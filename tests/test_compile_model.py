@@ -218,6 +218,7 @@ def test_compiled_model_raises_the_value_checks():
 
 
 @pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("estimator", estimators.ESTIMATORS)
 @pytest.mark.parametrize("implementation", COMPILABLE)
 def test_compiled_model_matches_eager_grid_on_cuda(estimator, implementation):
